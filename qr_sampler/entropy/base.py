@@ -1,0 +1,69 @@
+"""The entropy-source interface every source implements (built-in, gRPC, or third-party).
+
+A source hands out raw bytes. The sampler asks once per engine step for all rows at once through
+:meth:`EntropySource.get_random_bytes_batch`, which returns the bytes together with their
+provenance (source name, device id, server timestamp, latency) so every token can say where its
+entropy came from.
+
+Contract for implementers:
+- ``get_random_bytes(n)`` returns exactly ``n`` bytes or raises :class:`EntropyError`; it never
+  returns fewer, never pads, never raises anything else on purpose.
+- Sources are created cheaply and lazily: no network or device I/O in ``__init__``.
+- ``close()`` is idempotent; ``health()`` is cheap, never raises, and never includes secrets.
+- Sources may be called from several threads; they protect their own state.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from qr_sampler.types import EntropyBatch
+
+if TYPE_CHECKING:
+    from qr_sampler.settings import Settings
+
+
+class EntropySource(ABC):
+    """A supplier of random bytes."""
+
+    #: Registry name of the source (``system``, ``quantum_grpc``, …).
+    name: ClassVar[str] = "abstract"
+    #: True for sources whose statistical quality is not established.
+    experimental: ClassVar[bool] = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EntropySource:
+        """Create the source from settings. Override when the source has options."""
+        return cls()
+
+    @abstractmethod
+    def get_random_bytes(self, n: int) -> bytes:
+        """Return exactly ``n`` random bytes (n ≥ 1) or raise EntropyError."""
+
+    def get_random_bytes_batch(self, counts: Sequence[int]) -> EntropyBatch:
+        """Fetch bytes for several rows in one call; ``counts[i]`` bytes belong to row i.
+
+        The default draws ``sum(counts)`` bytes with one :meth:`get_random_bytes` call. Sources
+        that know more (device id, server timestamp) override this.
+        """
+        counts = tuple(counts)
+        start = time.perf_counter_ns()
+        data = self.get_random_bytes(sum(counts))
+        return EntropyBatch(data=data, counts=counts, source=self.name,
+                            latency_ns=time.perf_counter_ns() - start)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
+        """Release channels, files or threads. Safe to call more than once."""
+
+    def health(self) -> dict[str, Any]:
+        """A small JSON-able status dict (never secrets). Override to add details."""
+        return {"source": self.name, "healthy": True, "experimental": self.experimental}
+
+    def __enter__(self) -> EntropySource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

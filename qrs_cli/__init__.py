@@ -1,0 +1,1 @@
+"""The ``qrs`` command: profiles, probing, launching and checking a qr-sampler deployment."""
