@@ -1,0 +1,119 @@
+"""Built-in sources, the registry (including a real entry-point plugin) and the fallback."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qr_sampler import build_entropy_source, load_settings
+from qr_sampler.entropy import registry
+from qr_sampler.entropy.fallback import FallbackEntropySource
+from qr_sampler.entropy.mock import MAX_ABS_BIAS, MockUniformEntropySource, tilted_byte_probabilities
+from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.entropy.timing import TimingNoiseEntropySource
+from qr_sampler.errors import EntropyUnavailableError, SettingsError
+
+
+def test_system_source_returns_exactly_n_bytes() -> None:
+    source = SystemEntropySource()
+    assert [len(source.get_random_bytes(n)) for n in (1, 7, 20480)] == [1, 7, 20480]
+    batch = source.get_random_bytes_batch([3, 5])
+    assert [len(r) for r in batch.rows()] == [3, 5] and batch.source == "system"
+    assert batch.fallback is False and batch.latency_ns > 0
+
+
+def test_mock_is_reproducible_and_exactly_uniform_in_distribution() -> None:
+    a, b = MockUniformEntropySource(seed=9), MockUniformEntropySource(seed=9)
+    assert a.get_random_bytes(1000) == b.get_random_bytes(1000)
+    assert MockUniformEntropySource(seed=10).get_random_bytes(1000) != a.get_random_bytes(1000)
+    counts = np.bincount(np.frombuffer(a.get_random_bytes(256_000), np.uint8), minlength=256)
+    assert counts.min() > 850 and counts.max() < 1150  # all 256 values, ~1000 each
+
+
+@pytest.mark.parametrize("bias", [0.001, -0.01, 0.2])
+def test_tilt_has_the_requested_mean(bias: float) -> None:
+    p = tilted_byte_probabilities(bias)
+    assert p.min() >= 0 and p.sum() == pytest.approx(1.0)
+    assert float(np.arange(256) @ p) == pytest.approx(127.5 * (1 + bias), rel=1e-12)
+
+
+def test_biased_mock_bytes_have_the_requested_mean() -> None:
+    data = np.frombuffer(MockUniformEntropySource(seed=1, bias=0.05).get_random_bytes(400_000),
+                         np.uint8)
+    assert data.mean() == pytest.approx(127.5 * 1.05, abs=0.5)  # SE ≈ 0.12
+
+
+def test_bias_outside_the_valid_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="bias"):
+        tilted_byte_probabilities(MAX_ABS_BIAS + 0.01)
+
+
+def test_timing_noise_is_experimental_and_varies() -> None:
+    source = TimingNoiseEntropySource()
+    assert source.experimental and source.health()["experimental"] is True
+    first, second = source.get_random_bytes(100), source.get_random_bytes(100)
+    assert len(first) == 100 and first != second
+
+
+def test_registry_lists_builtins_and_builds_the_configured_source() -> None:
+    assert registry.available_source_names()[:4] == ["system", "quantum_grpc", "mock_uniform",
+                                                     "timing_noise"]
+    source = build_entropy_source(load_settings(None, {"QR_ENTROPY_SOURCE_TYPE": "mock_uniform",
+                                                       "QR_MOCK_SEED": "4"}))
+    assert isinstance(source, FallbackEntropySource)
+    assert isinstance(source.primary, MockUniformEntropySource) and source.primary.seed == 4
+    assert isinstance(source.fallback, SystemEntropySource)
+    strict = build_entropy_source(load_settings(None, {"QR_FALLBACK_MODE": "error"}))
+    assert isinstance(strict, FallbackEntropySource) and strict.fallback is None
+
+
+def test_third_party_source_is_found_through_its_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real installed-distribution layout on sys.path, discovered by importlib.metadata."""
+    (tmp_path / "acme_rng.py").write_text(textwrap.dedent("""
+        from qr_sampler.entropy.base import EntropySource
+
+        class AcmeSource(EntropySource):
+            name = "acme"
+
+            def get_random_bytes(self, n):
+                return b"\\x2a" * n
+    """))
+    dist = tmp_path / "acme_rng-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-rng\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[qr_sampler.entropy_sources]\nacme = acme_rng:AcmeSource\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._plugin_entry_points.cache_clear()
+    try:
+        assert "acme" in registry.available_source_names()
+        settings = load_settings(None, {"QR_ENTROPY_SOURCE_TYPE": "acme"})
+        assert build_entropy_source(settings).get_random_bytes(3) == b"***"
+    finally:
+        sys.modules.pop("acme_rng", None)
+        registry._plugin_entry_points.cache_clear()
+
+
+def test_unknown_source_is_a_settings_error() -> None:
+    with pytest.raises(SettingsError, match="did you mean system"):
+        load_settings(None, {"QR_ENTROPY_SOURCE_TYPE": "sytem"})
+    with pytest.raises(SettingsError):
+        registry.source_class("nope")
+
+
+def test_fallback_reports_both_failures_when_both_fail() -> None:
+    class Broken(SystemEntropySource):
+        name = "broken"
+
+        def get_random_bytes(self, n: int) -> bytes:
+            raise EntropyUnavailableError("down")
+
+    wrapper = FallbackEntropySource(Broken(), Broken())
+    with pytest.raises(EntropyUnavailableError, match="both failed"):
+        wrapper.get_random_bytes(4)

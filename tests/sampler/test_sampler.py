@@ -1,0 +1,148 @@
+"""The per-step pipeline: one fetch per step, records with provenance, bypass and fallback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from qr_sampler.diagnostics import TokenRecorder
+from qr_sampler.entropy.base import EntropySource
+from qr_sampler.entropy.fallback import FallbackEntropySource
+from qr_sampler.entropy.mock import MockUniformEntropySource
+from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.sampler import SamplingBatch, TokenSampler
+from qr_sampler.types import EntropyBatch, SamplingConfig
+
+
+class CountingSource(EntropySource):
+    """Constant bytes, counting batch calls (a stand-in for a server's call counter)."""
+
+    name = "counting"
+
+    def __init__(self, byte: int = 0) -> None:
+        self.byte = byte
+        self.calls: list[tuple[int, ...]] = []
+
+    def get_random_bytes(self, n: int) -> bytes:
+        return bytes([self.byte]) * n
+
+    def get_random_bytes_batch(self, counts: Sequence[int]) -> EntropyBatch:
+        self.calls.append(tuple(counts))
+        return EntropyBatch(data=self.get_random_bytes(sum(counts)), counts=tuple(counts),
+                            source=self.name, device_id="dev-7", generation_timestamp_ns=42)
+
+
+class BrokenSource(EntropySource):
+    name = "broken"
+
+    def get_random_bytes(self, n: int) -> bytes:
+        raise EntropyUnavailableError("device unplugged")
+
+
+def _logits(rows: int, vocab: int = 2000, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+@pytest.mark.parametrize("rows", [1, 8, 32])
+def test_one_fetch_per_step_whatever_the_batch_size(rows: int) -> None:
+    source = CountingSource()
+    sampler = TokenSampler(source)
+    configs = [SamplingConfig(sample_count=100 + i) for i in range(rows)]
+    batch = SamplingBatch.build(configs)
+    for _ in range(3):
+        sampler.sample(_logits(rows), batch)
+    assert source.calls == [tuple(100 + i for i in range(rows))] * 3
+
+
+def test_zero_bytes_pick_the_most_probable_and_ff_bytes_the_last_kept() -> None:
+    logits = _logits(2)
+    configs = [SamplingConfig(top_k=2, top_p=1.0)] * 2
+    low = TokenSampler(CountingSource(0)).sample(logits.clone(), SamplingBatch.build(configs))
+    high = TokenSampler(CountingSource(255)).sample(logits.clone(), SamplingBatch.build(configs))
+    top2 = torch.topk(logits, 2, dim=1).indices
+    assert low.token_ids.tolist() == top2[:, 0].tolist()
+    assert high.token_ids.tolist() == top2[:, 1].tolist()
+
+
+def test_greedy_rows_need_no_entropy_and_bypass_rows_are_untouched() -> None:
+    source = CountingSource()
+    sampler = TokenSampler(source)
+    logits = _logits(3)
+    original = logits.clone()
+    configs = [SamplingConfig(fixed_temperature=0.0), SamplingConfig(bypass=True),
+               SamplingConfig(sample_count=64)]
+    result = sampler.sample(logits, SamplingBatch.build(configs, ["a", "b", "c"]))
+    assert result.rows == (0, 2)
+    assert source.calls == [(64,)]  # only the sampled, non-greedy row drew bytes
+    assert torch.equal(logits[1], original[1])
+    assert int(logits[0].argmax()) == int(original[0].argmax())
+    assert torch.isinf(logits[0]).sum() == logits.shape[1] - 1
+
+
+def test_all_greedy_batch_never_calls_the_source() -> None:
+    sampler = TokenSampler(BrokenSource())
+    result = sampler.sample(_logits(4), SamplingBatch.build([SamplingConfig(fixed_temperature=0)] * 4))
+    assert result.entropy is None and len(result.token_ids) == 4
+
+
+def test_records_carry_provenance_and_match_the_forced_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "diag" / "tokens.jsonl"
+    recorder = TokenRecorder(log_level="none", diagnostics_path=path)
+    sampler = TokenSampler(CountingSource(0), recorder)
+    logits = _logits(2)
+    cfg = SamplingConfig(top_k=5)
+    result = sampler.sample(logits, SamplingBatch.build([cfg, cfg], ["req-1", "req-2"]))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["request_id"] for r in lines] == ["req-1", "req-2"]
+    assert [r["token_id"] for r in lines] == result.token_ids.tolist()
+    assert [r["token_id"] for r in lines] == logits.argmax(dim=1).tolist()
+    first = lines[0]
+    assert first["source"] == "counting" and first["device_id"] == "dev-7"
+    assert first["server_timestamp_ns"] == 42 and first["fallback"] is False
+    assert first["u"] == 1e-10 and first["rank"] == 0 and first["sample_mean"] == 0.0
+    assert first["config_hash"] == cfg.config_hash and first["num_candidates"] >= 1
+    assert 0 < first["probability"] <= 1 and first["temperature"] == 0.7
+
+
+def test_fallback_is_flagged_in_every_record() -> None:
+    recorder = TokenRecorder(log_level="none")
+    source = FallbackEntropySource(BrokenSource(), MockUniformEntropySource(seed=1))
+    sampler = TokenSampler(source, recorder)
+    sampler.sample(_logits(3), SamplingBatch.build([SamplingConfig()] * 3))
+    records = recorder.recent()
+    assert len(records) == 3
+    assert all(r.fallback and "device unplugged" in r.fallback_reason for r in records)
+    assert all(r.source == "mock_uniform" for r in records)  # who really served the bytes
+    assert source.health()["fallback_count"] == 1
+
+
+def test_without_fallback_the_error_reaches_the_caller() -> None:
+    sampler = TokenSampler(FallbackEntropySource(BrokenSource(), None))
+    with pytest.raises(EntropyUnavailableError, match="device unplugged"):
+        sampler.sample(_logits(1), SamplingBatch.build([SamplingConfig()]))
+
+
+def test_memory_stays_bounded_and_file_errors_never_raise(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    recorder = TokenRecorder(log_level="none", diagnostics_path=blocker / "x.jsonl", capacity=10)
+    sampler = TokenSampler(MockUniformEntropySource(seed=3), recorder)
+    batch = SamplingBatch.build([SamplingConfig(sample_count=16)] * 4)
+    for _ in range(10):
+        sampler.sample(_logits(4), batch)
+    assert len(recorder.recent()) == 10 and recorder.total == 40
+    assert recorder.health()["diagnostics_error"]  # reported, not raised
+
+
+def test_summary_log_lines_are_periodic(caplog: pytest.LogCaptureFixture) -> None:
+    recorder = TokenRecorder(log_level="summary", summary_every=8)
+    sampler = TokenSampler(MockUniformEntropySource(seed=3), recorder)
+    batch = SamplingBatch.build([SamplingConfig(sample_count=16)] * 4)
+    with caplog.at_level("INFO", logger="qr_sampler.tokens"):
+        for _ in range(6):
+            sampler.sample(_logits(4), batch)
+    assert sum("tokens" in r.getMessage() for r in caplog.records) == 3
