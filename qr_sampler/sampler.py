@@ -150,7 +150,7 @@ class TokenSampler:
         ranks = selection.ranks.tolist()
         probs = selection.probs.tolist()
         num_kept = candidates.num_kept.tolist()
-        temps, ents = candidates.temperature.tolist(), candidates.entropy.tolist()
+        temps, ents = candidates.temperature.tolist(), candidates.entropy().tolist()
         us = u.tolist()
         now = time.time_ns()
         src = fetched or EntropyBatch(data=b"", counts=(), source="none")

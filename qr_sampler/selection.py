@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,6 +38,7 @@ class SelectionParams:
     """
 
     fixed_temperature: torch.Tensor  # float64 [R]
+    inv_temperature: torch.Tensor  # float64 [R]: 1 / fixed temperature; 1 for greedy rows
     edt: torch.Tensor  # bool [R]
     edt_base: torch.Tensor  # float64 [R]
     edt_exponent: torch.Tensor  # float64 [R]
@@ -45,6 +46,7 @@ class SelectionParams:
     edt_max: torch.Tensor  # float64 [R]
     top_k: torch.Tensor  # int64 [R], 0 = off
     top_p: torch.Tensor  # float64 [R]
+    top_p_cut: torch.Tensor  # float64 [R]: top_p, or +inf where top_p = 1 (no cut, no rounding)
     min_p: torch.Tensor  # float64 [R]
     greedy: torch.Tensor  # bool [R]
     max_top_k: int  # 0 when some row has top-k off (then every row needs the full vocabulary)
@@ -52,6 +54,18 @@ class SelectionParams:
     any_min_p: bool
     any_top_p: bool
     any_greedy: bool
+    #: Cache of "position ≥ row's k" masks by candidate count K; filled on first use.
+    _beyond_k: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    def beyond_k(self, k: int) -> torch.Tensor:
+        """bool [R, k]: True where a candidate position is past the row's top-k."""
+        mask = self._beyond_k.get(k)
+        if mask is None:
+            row_k = torch.where(self.top_k > 0, self.top_k, torch.full_like(self.top_k, k))
+            positions = torch.arange(k, device=self.top_k.device)
+            mask = positions.unsqueeze(0) >= row_k.unsqueeze(1)
+            self._beyond_k[k] = mask
+        return mask
 
     @property
     def rows(self) -> int:
@@ -71,6 +85,8 @@ class SelectionParams:
         greedy = [c.is_greedy for c in configs]
         return cls(
             fixed_temperature=f64([c.fixed_temperature for c in configs]),
+            inv_temperature=f64([1.0 if c.fixed_temperature == 0 else 1.0 / c.fixed_temperature
+                                 for c in configs]),
             edt=flag(edt),
             edt_base=f64([c.edt_base_temp for c in configs]),
             edt_exponent=f64([c.edt_exponent for c in configs]),
@@ -78,6 +94,7 @@ class SelectionParams:
             edt_max=f64([c.edt_max_temp for c in configs]),
             top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
             top_p=f64([c.top_p for c in configs]),
+            top_p_cut=f64([c.top_p if c.top_p < 1 else math.inf for c in configs]),
             min_p=f64([c.min_p for c in configs]),
             greedy=flag(greedy),
             max_top_k=0 if any(k == 0 for k in top_k) else max(top_k, default=0),
@@ -92,18 +109,33 @@ class SelectionParams:
 class Candidates:
     """Each row's filtered distribution over its candidates, most probable first.
 
-    ``probs`` rows sum to 1 over the kept prefix and are 0 after it; ``num_kept`` ≥ 1 for valid
-    rows. ``valid`` is False for a row whose logits had no finite value (nothing to choose).
+    ``probs`` rows sum to 1 over the kept prefix and are 0 after it. A row whose logits had no
+    finite value has NaN probabilities (``valid`` is False): nothing meaningful to choose.
     """
 
     token_ids: torch.Tensor  # int64 [R, K]
+    top_logit: torch.Tensor  # [R], the largest logit (non-finite = invalid row)
     probs: torch.Tensor  # float64 [R, K]
     cdf: torch.Tensor  # float64 [R, K]
     num_kept: torch.Tensor  # int64 [R]
-    temperature: torch.Tensor  # float64 [R]
-    entropy: torch.Tensor  # float64 [R], nats
+    temperature: torch.Tensor  # float64 [R] (0 for greedy rows)
     greedy: torch.Tensor  # bool [R]
-    valid: torch.Tensor  # bool [R]
+    edt_entropy: torch.Tensor | None  # float64 [R] when any row uses EDT
+    edt: torch.Tensor  # bool [R]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return torch.isfinite(self.top_logit)
+
+    def entropy(self) -> torch.Tensor:
+        """Nats: of the full softmax for EDT rows, else of the filtered distribution.
+
+        Computed on demand because only the records need it.
+        """
+        filtered = torch.special.entr(self.probs).sum(dim=1)
+        if self.edt_entropy is None:
+            return filtered
+        return torch.where(self.edt, self.edt_entropy, filtered)
 
 
 @dataclass(frozen=True)
@@ -163,52 +195,46 @@ def edt_temperature(entropy: torch.Tensor, vocab: int, params: SelectionParams) 
 
 
 def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
-    """Steps 1–3: candidates, temperature and filters, for every row of ``logits``."""
-    rows, vocab = logits.shape
+    """Steps 1–3: candidates, temperature and filters, for every row of ``logits``.
+
+    Kept to few tensor operations: at small batches each op's fixed cost dominates.
+    """
+    _, vocab = logits.shape
     k = params.max_top_k if 0 < params.max_top_k < vocab else vocab
     values, token_ids = top_candidates(logits, k)
-    x = values.double()
 
     temperature = params.fixed_temperature
-    entropy_full = None
+    inv_temperature = params.inv_temperature
+    edt_entropy = None
     if params.any_edt:
-        entropy_full = shannon_entropy(logits)
-        temperature = torch.where(params.edt, edt_temperature(entropy_full, vocab, params),
+        edt_entropy = shannon_entropy(logits)
+        temperature = torch.where(params.edt, edt_temperature(edt_entropy, vocab, params),
                                   temperature)
-    greedy = params.greedy
-    safe_t = torch.where(greedy, torch.ones_like(temperature), temperature)
-    x = x / safe_t.unsqueeze(1)
-    positions = torch.arange(k, device=logits.device)
-    row_k = torch.where(params.top_k > 0, params.top_k, torch.full_like(params.top_k, k))
-    beyond_k = positions.unsqueeze(0) >= row_k.unsqueeze(1)
-    x.masked_fill_(beyond_k | torch.isnan(x), float("-inf"))  # in place: x is our own copy
-    valid = torch.isfinite(x[:, 0])
+        inv_temperature = torch.where(params.greedy, 1.0, temperature.reciprocal())
+    x = values.double() * inv_temperature.unsqueeze(1)
+    # In place on our own float64 copy: drop positions past each row's k, and NaN logits.
+    x.masked_fill_(params.beyond_k(k), float("-inf")).nan_to_num_(nan=float("-inf"))
 
     probs = torch.softmax(x, dim=1)
-    keep = ~beyond_k
     if params.any_min_p:
-        keep &= probs >= params.min_p.unsqueeze(1) * probs[:, :1]
-        probs = _renormalize(probs * keep)
+        probs = probs * (probs >= params.min_p.unsqueeze(1) * probs[:, :1])
+        probs = probs / probs.sum(dim=1, keepdim=True)
     if params.any_top_p:
         mass_before = torch.cumsum(probs, dim=1) - probs
-        keep &= (mass_before < params.top_p.unsqueeze(1)) | (params.top_p >= 1).unsqueeze(1)
-        probs = _renormalize(probs * keep)
-    keep &= probs > 0  # tokens at -inf logits are never chosen
-    probs = probs * keep
-    num_kept = keep.sum(dim=1).clamp(min=1)
+        probs = probs * (mass_before < params.top_p_cut.unsqueeze(1))  # first is always kept
+        probs = probs / probs.sum(dim=1, keepdim=True)
     if params.any_greedy:
         # Greedy rows: all mass on the argmax, so the record shows probability 1.
         one_hot = torch.zeros_like(probs)
         one_hot[:, 0] = 1.0
-        probs = torch.where(greedy.unsqueeze(1), one_hot, probs)
-        num_kept = torch.where(greedy, torch.ones_like(num_kept), num_kept)
-    entropy = torch.special.entr(probs).sum(dim=1)
-    if entropy_full is not None:
-        entropy = torch.where(params.edt, entropy_full, entropy)
+        probs = torch.where(params.greedy.unsqueeze(1), one_hot, probs)
+        temperature = torch.where(params.greedy, 0.0, temperature)
     return Candidates(
-        token_ids=token_ids, probs=probs, cdf=torch.cumsum(probs, dim=1), num_kept=num_kept,
-        temperature=torch.where(greedy, torch.zeros_like(temperature), temperature),
-        entropy=entropy, greedy=greedy, valid=valid,
+        token_ids=token_ids, top_logit=values[:, 0], probs=probs,
+        cdf=torch.cumsum(probs, dim=1),
+        # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
+        num_kept=torch.count_nonzero(probs, dim=1).clamp_(min=1),
+        temperature=temperature, greedy=params.greedy, edt_entropy=edt_entropy, edt=params.edt,
     )
 
 
@@ -239,8 +265,3 @@ def force_tokens(logits: torch.Tensor, token_ids: torch.Tensor,
         logits.index_fill_(0, rows, float("-inf"))  # in place, only the rows we sample
         logits.index_put_((rows, token_ids), torch.zeros((), dtype=logits.dtype,
                                                          device=logits.device))
-
-
-def _renormalize(probs: torch.Tensor) -> torch.Tensor:
-    total = probs.sum(dim=1, keepdim=True)
-    return probs / torch.where(total > 0, total, torch.ones_like(total))
