@@ -32,8 +32,9 @@ VOCAB = 151_936
 SAMPLE_COUNT = 20_480
 
 
-def _median_us(fn: Callable[[], object], iterations: int,
-               setup: Callable[[], object] | None = None) -> float:
+def _median_us(
+    fn: Callable[[], object], iterations: int, setup: Callable[[], object] | None = None
+) -> float:
     """Median wall time of ``fn`` in µs; ``setup`` runs before each call, outside the timing."""
     for _ in range(max(3, iterations // 10)):  # warm-up: allocator, caches, thread pool
         if setup is not None:
@@ -71,7 +72,8 @@ def bench_batch(rows: int, iterations: int) -> dict[str, float]:
         "shape": _median_us(lambda: shape(pristine, batch.params), iterations),
         "entropy": _median_us(lambda: sampler.source.get_random_bytes_batch(counts), iterations),
         "amplify": _median_us(
-            lambda: amplify(data, counts, batch.mean, batch.std, batch.epsilon), iterations),
+            lambda: amplify(data, counts, batch.mean, batch.std, batch.epsilon), iterations
+        ),
         "force": _median_us(lambda: force_tokens(work, chosen), iterations),
     }
     return {
@@ -92,15 +94,21 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
-          f"vocab {VOCAB}, {SAMPLE_COUNT} bytes/token, top-k 50, top-p 0.9; medians")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
+        f"vocab {VOCAB}, {SAMPLE_COUNT} bytes/token, top-k 50, top-p 0.9; medians"
+    )
     for r in results:
-        print(f"batch {r['rows']:>2}: core {r['core_us_per_token']:7.1f} µs/token   "
-              f"baseline (numpy row max) {r['baseline_us_per_token']:6.1f} µs/token   "
-              f"ratio {r['ratio_core_to_baseline']:5.2f}x")
-        print(f"          stages µs/token: shape {r['shape_us_per_token']:.1f}, "
-              f"entropy {r['entropy_us_per_token']:.1f}, amplify {r['amplify_us_per_token']:.1f}, "
-              f"force {r['force_us_per_token']:.1f}")
+        print(
+            f"batch {r['rows']:>2}: core {r['core_us_per_token']:7.1f} µs/token   "
+            f"baseline (numpy row max) {r['baseline_us_per_token']:6.1f} µs/token   "
+            f"ratio {r['ratio_core_to_baseline']:5.2f}x"
+        )
+        print(
+            f"          stages µs/token: shape {r['shape_us_per_token']:.1f}, "
+            f"entropy {r['entropy_us_per_token']:.1f}, amplify {r['amplify_us_per_token']:.1f}, "
+            f"force {r['force_us_per_token']:.1f}"
+        )
 
 
 if __name__ == "__main__":

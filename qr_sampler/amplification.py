@@ -49,8 +49,13 @@ def byte_sums(data: bytes, counts: Sequence[int]) -> np.ndarray:
     return np.add.reduceat(np.frombuffer(data, dtype=np.uint8), offsets, dtype=np.int64)
 
 
-def amplify(data: bytes, counts: Sequence[int], mean: np.ndarray | float,
-            std: np.ndarray | float, epsilon: np.ndarray | float) -> Amplified:
+def amplify(
+    data: bytes,
+    counts: Sequence[int],
+    mean: np.ndarray | float,
+    std: np.ndarray | float,
+    epsilon: np.ndarray | float,
+) -> Amplified:
     """Amplify ``data`` (rows' bytes concatenated; row i has ``counts[i]`` bytes).
 
     ``mean``, ``std`` and ``epsilon`` are scalars or per-row arrays.
@@ -67,8 +72,9 @@ def amplify(data: bytes, counts: Sequence[int], mean: np.ndarray | float,
     return Amplified(u=u, z=z, sample_mean=sample_mean)
 
 
-def uniform_from_bytes(data: bytes, mean: float = 127.5, std: float | None = None,
-                       epsilon: float = 1e-10) -> float:
+def uniform_from_bytes(
+    data: bytes, mean: float = 127.5, std: float | None = None, epsilon: float = 1e-10
+) -> float:
     """Scalar reference version of :func:`amplify` for one row, written straight from the
     definition (tests compare the two)."""
     if not data:

@@ -30,8 +30,13 @@ logger = logging.getLogger("qr_sampler.tokens")
 class TokenRecorder:
     """Receives each step's records; thread-safe."""
 
-    def __init__(self, log_level: str = "summary", diagnostics_path: str | Path = "",
-                 capacity: int = 1024, summary_every: int = 1000) -> None:
+    def __init__(
+        self,
+        log_level: str = "summary",
+        diagnostics_path: str | Path = "",
+        capacity: int = 1024,
+        summary_every: int = 1000,
+    ) -> None:
         self.log_level = log_level
         self.path = Path(diagnostics_path) if diagnostics_path else None
         self.summary_every = summary_every
@@ -65,8 +70,12 @@ class TokenRecorder:
                     logger.info("token %s", json.dumps(r.to_dict(), separators=(",", ":")))
             elif self.log_level == "summary" and self._since_summary >= self.summary_every:
                 self._since_summary = 0
-                logger.info("qr_sampler: %d tokens, %d served by fallback, last source %s",
-                            self.total, self.fallback_total, records[-1].source)
+                logger.info(
+                    "qr_sampler: %d tokens, %d served by fallback, last source %s",
+                    self.total,
+                    self.fallback_total,
+                    records[-1].source,
+                )
 
     def recent(self) -> list[TokenRecord]:
         """The most recent records (at most ``capacity``), oldest first."""
@@ -74,9 +83,12 @@ class TokenRecorder:
             return list(self._recent)
 
     def health(self) -> dict[str, Any]:
-        return {"tokens": self.total, "fallback_tokens": self.fallback_total,
-                "diagnostics_path": str(self.path) if self.path else "",
-                "diagnostics_error": self.file_error}
+        return {
+            "tokens": self.total,
+            "fallback_tokens": self.fallback_total,
+            "diagnostics_path": str(self.path) if self.path else "",
+            "diagnostics_error": self.file_error,
+        }
 
     def close(self) -> None:
         with self._lock:
@@ -90,10 +102,12 @@ class TokenRecorder:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
-            self._file.write("".join(
-                json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records))
+            self._file.write(
+                "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
+            )
             self._file.flush()
         except OSError as exc:
             self.file_error = f"{type(exc).__name__}: {exc.strerror or exc}"
-            logger.error("diagnostics file %s disabled after a write error: %s", self.path,
-                         self.file_error)
+            logger.error(
+                "diagnostics file %s disabled after a write error: %s", self.path, self.file_error
+            )

@@ -41,10 +41,16 @@ def parse_env_text(text: str, path: str = "<text>") -> list[EnvEntry]:
         key = key.strip()
         where = f"{path}:{number}"
         if not sep:
-            problems.append(SettingProblem(where, "", "expected KEY=value (line content not shown: it may hold a secret)"))
+            problems.append(
+                SettingProblem(
+                    where, "", "expected KEY=value (line content not shown: it may hold a secret)"
+                )
+            )
             continue
         if not _KEY_RE.match(key):
-            problems.append(SettingProblem(where, "", f"{_clip(key)!r} is not a valid variable name"))
+            problems.append(
+                SettingProblem(where, "", f"{_clip(key)!r} is not a valid variable name")
+            )
             continue
         value, error = _parse_value(rest.strip())
         if error:

@@ -59,12 +59,20 @@ class SamplingBatch:
     epsilon: np.ndarray
 
     @classmethod
-    def build(cls, configs: Sequence[SamplingConfig], request_ids: Sequence[str] | None = None,
-              total_rows: int | None = None, device: torch.device | str = "cpu") -> SamplingBatch:
+    def build(
+        cls,
+        configs: Sequence[SamplingConfig],
+        request_ids: Sequence[str] | None = None,
+        total_rows: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> SamplingBatch:
         """``configs[i]`` belongs to logits row i; ``total_rows`` defaults to len(configs)."""
         total_rows = len(configs) if total_rows is None else total_rows
-        ids = tuple(request_ids) if request_ids is not None else tuple(
-            str(i) for i in range(len(configs)))
+        ids = (
+            tuple(request_ids)
+            if request_ids is not None
+            else tuple(str(i) for i in range(len(configs)))
+        )
         rows = tuple(i for i, c in enumerate(configs) if not c.bypass)
         kept = tuple(configs[i] for i in rows)
         entropy_rows = tuple(j for j, c in enumerate(kept) if not c.is_greedy)
@@ -81,8 +89,7 @@ class SamplingBatch:
             counts=tuple(c.sample_count for c in entropy_configs),
             mean=np.array([c.population_mean for c in entropy_configs], dtype=np.float64),
             std=np.array([c.population_std for c in entropy_configs], dtype=np.float64),
-            epsilon=np.array([c.uniform_clamp_epsilon for c in entropy_configs],
-                             dtype=np.float64),
+            epsilon=np.array([c.uniform_clamp_epsilon for c in entropy_configs], dtype=np.float64),
         )
 
 
@@ -107,8 +114,9 @@ class TokenSampler:
     def sample(self, logits: torch.Tensor, batch: SamplingBatch) -> StepResult:
         """Choose and force a token for every row in ``batch.rows`` of ``logits`` [B, V]."""
         if not batch.rows:
-            return StepResult((), torch.empty(0, dtype=torch.int64),
-                              torch.empty(0, dtype=torch.float64), None, ())
+            return StepResult(
+                (), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64), None, ()
+            )
         sub = logits if batch.row_index is None else logits.index_select(0, batch.row_index)
         candidates = shape(sub, batch.params)
 
@@ -134,17 +142,27 @@ class TokenSampler:
             self.recorder.close()
 
     @staticmethod
-    def _records(batch: SamplingBatch, candidates: Candidates, selection: Selection,
-                 u: torch.Tensor, fetched: EntropyBatch | None,
-                 amplified: Amplified | None) -> tuple[TokenRecord, ...]:
+    def _records(
+        batch: SamplingBatch,
+        candidates: Candidates,
+        selection: Selection,
+        u: torch.Tensor,
+        fetched: EntropyBatch | None,
+        amplified: Amplified | None,
+    ) -> tuple[TokenRecord, ...]:
         """One record per row; a handful of bulk ``tolist`` calls, no per-row device reads."""
         n = len(batch.rows)
         z = [0.0] * n
         means = [0.0] * n
         counts = [0] * n
         if amplified is not None:
-            for j, zj, mj, cj in zip(batch.entropy_rows, amplified.z.tolist(),
-                                     amplified.sample_mean.tolist(), batch.counts, strict=True):
+            for j, zj, mj, cj in zip(
+                batch.entropy_rows,
+                amplified.z.tolist(),
+                amplified.sample_mean.tolist(),
+                batch.counts,
+                strict=True,
+            ):
                 z[j], means[j], counts[j] = zj, mj, cj
         token_ids = selection.token_ids.tolist()
         ranks = selection.ranks.tolist()
@@ -156,14 +174,26 @@ class TokenSampler:
         src = fetched or EntropyBatch(data=b"", counts=(), source="none")
         return tuple(
             TokenRecord(
-                request_id=batch.request_ids[i], token_id=token_ids[i], rank=ranks[i],
-                probability=probs[i], num_candidates=num_kept[i], temperature=temps[i],
-                entropy_nats=ents[i], u=us[i], z=z[i], sample_mean=means[i],
-                sample_count=counts[i], source=src.source if counts[i] else "none",
-                fallback=src.fallback and counts[i] > 0, fallback_reason=src.fallback_reason,
-                device_id=src.device_id, server_timestamp_ns=src.generation_timestamp_ns,
-                fetch_latency_us=src.latency_ns / 1000.0, timestamp_ns=now,
-                config_hash=batch.configs[i].config_hash, greedy=batch.configs[i].is_greedy,
+                request_id=batch.request_ids[i],
+                token_id=token_ids[i],
+                rank=ranks[i],
+                probability=probs[i],
+                num_candidates=num_kept[i],
+                temperature=temps[i],
+                entropy_nats=ents[i],
+                u=us[i],
+                z=z[i],
+                sample_mean=means[i],
+                sample_count=counts[i],
+                source=src.source if counts[i] else "none",
+                fallback=src.fallback and counts[i] > 0,
+                fallback_reason=src.fallback_reason,
+                device_id=src.device_id,
+                server_timestamp_ns=src.generation_timestamp_ns,
+                fetch_latency_us=src.latency_ns / 1000.0,
+                timestamp_ns=now,
+                config_hash=batch.configs[i].config_hash,
+                greedy=batch.configs[i].is_greedy,
             )
             for i in range(n)
         )

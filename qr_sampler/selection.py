@@ -72,8 +72,9 @@ class SelectionParams:
         return int(self.top_k.shape[0])
 
     @classmethod
-    def from_configs(cls, configs: Sequence[SamplingConfig],
-                     device: torch.device | str = "cpu") -> SelectionParams:
+    def from_configs(
+        cls, configs: Sequence[SamplingConfig], device: torch.device | str = "cpu"
+    ) -> SelectionParams:
         def f64(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float64, device=device)
 
@@ -85,8 +86,9 @@ class SelectionParams:
         greedy = [c.is_greedy for c in configs]
         return cls(
             fixed_temperature=f64([c.fixed_temperature for c in configs]),
-            inv_temperature=f64([1.0 if c.fixed_temperature == 0 else 1.0 / c.fixed_temperature
-                                 for c in configs]),
+            inv_temperature=f64(
+                [1.0 if c.fixed_temperature == 0 else 1.0 / c.fixed_temperature for c in configs]
+            ),
             edt=flag(edt),
             edt_base=f64([c.edt_base_temp for c in configs]),
             edt_exponent=f64([c.edt_exponent for c in configs]),
@@ -132,7 +134,7 @@ class Candidates:
 
         Computed on demand because only the records need it.
         """
-        filtered = torch.special.entr(self.probs).sum(dim=1)
+        filtered: torch.Tensor = torch.special.entr(self.probs).sum(dim=1)
         if self.edt_entropy is None:
             return filtered
         return torch.where(self.edt, self.edt_entropy, filtered)
@@ -155,14 +157,16 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     largest maxima — an element outside them is beaten by k block maxima, i.e. by k distinct
     elements. So an exact ``topk`` over those k·_BLOCK candidates gives the row's top-k.
     """
-    rows, vocab = logits.shape
+    vocab = logits.shape[1]
     if k >= vocab:
-        return torch.sort(logits, dim=1, descending=True)
+        values, ids = torch.sort(logits, dim=1, descending=True)
+        return values, ids
     n_full = vocab // _BLOCK
     if logits.stride(1) != 1 or 4 * k * _BLOCK > vocab:
         # Pruning would keep a large share of the row: a direct topk is as fast.
-        return torch.topk(logits, k, dim=1)
-    main = logits[:, : n_full * _BLOCK].unflatten(1, (n_full, _BLOCK))
+        values, ids = torch.topk(logits, k, dim=1)
+        return values, ids
+    main = logits[:, : n_full * _BLOCK].view(logits.shape[0], n_full, _BLOCK)
     block_max = main.amax(dim=2)  # [R, n_full]
     has_tail = vocab > n_full * _BLOCK
     if has_tail:
@@ -184,7 +188,8 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
 def shannon_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of softmax(logits) per row, float64 [R]. Masked (-inf) tokens add 0."""
     probs = torch.softmax(logits.float(), dim=1)
-    return torch.special.entr(probs).sum(dim=1).double()
+    entropy: torch.Tensor = torch.special.entr(probs).sum(dim=1).double()
+    return entropy
 
 
 def edt_temperature(entropy: torch.Tensor, vocab: int, params: SelectionParams) -> torch.Tensor:
@@ -208,8 +213,9 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
     edt_entropy = None
     if params.any_edt:
         edt_entropy = shannon_entropy(logits)
-        temperature = torch.where(params.edt, edt_temperature(edt_entropy, vocab, params),
-                                  temperature)
+        temperature = torch.where(
+            params.edt, edt_temperature(edt_entropy, vocab, params), temperature
+        )
         inv_temperature = torch.where(params.greedy, 1.0, temperature.reciprocal())
     x = values.double() * inv_temperature.unsqueeze(1)
     # In place on our own float64 copy: drop positions past each row's k, and NaN logits.
@@ -230,11 +236,16 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
         probs = torch.where(params.greedy.unsqueeze(1), one_hot, probs)
         temperature = torch.where(params.greedy, 0.0, temperature)
     return Candidates(
-        token_ids=token_ids, top_logit=values[:, 0], probs=probs,
+        token_ids=token_ids,
+        top_logit=values[:, 0],
+        probs=probs,
         cdf=torch.cumsum(probs, dim=1),
         # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
         num_kept=torch.count_nonzero(probs, dim=1).clamp_(min=1),
-        temperature=temperature, greedy=params.greedy, edt_entropy=edt_entropy, edt=params.edt,
+        temperature=temperature,
+        greedy=params.greedy,
+        edt_entropy=edt_entropy,
+        edt=params.edt,
     )
 
 
@@ -252,8 +263,9 @@ def choose(candidates: Candidates, u: torch.Tensor) -> Selection:
     )
 
 
-def force_tokens(logits: torch.Tensor, token_ids: torch.Tensor,
-                 rows: torch.Tensor | None = None) -> None:
+def force_tokens(
+    logits: torch.Tensor, token_ids: torch.Tensor, rows: torch.Tensor | None = None
+) -> None:
     """Make each row one-hot: the chosen token 0, everything else -inf. In place on ``logits``.
 
     ``rows`` (int64 [R']) restricts the write to those rows; None means every row.
@@ -263,5 +275,6 @@ def force_tokens(logits: torch.Tensor, token_ids: torch.Tensor,
         logits.scatter_(1, token_ids.unsqueeze(1), 0.0)
     else:
         logits.index_fill_(0, rows, float("-inf"))  # in place, only the rows we sample
-        logits.index_put_((rows, token_ids), torch.zeros((), dtype=logits.dtype,
-                                                         device=logits.device))
+        logits.index_put_(
+            (rows, token_ids), torch.zeros((), dtype=logits.dtype, device=logits.device)
+        )

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import annotated_types
-from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,12 +46,18 @@ _METHOD_PATH_RE = re.compile(r"^/[A-Za-z_][\w.]*/[A-Za-z_]\w*$")
 _HEADER_RE = re.compile(r"^[0-9a-z_.\-]+$")
 
 
-def _setting(default: Any, description: str, *, per_request: bool = False, **constraints: Any) -> Any:
+def _setting(
+    default: Any, description: str, *, per_request: bool = False, **constraints: Any
+) -> Any:
     """Declare a field: its default, its one-line description and whether a request may set it."""
     if isinstance(default, float):
         constraints.setdefault("allow_inf_nan", False)
-    return Field(default, description=description, json_schema_extra={"per_request": per_request},
-                 **constraints)
+    return Field(
+        default,
+        description=description,
+        json_schema_extra={"per_request": per_request},
+        **constraints,
+    )
 
 
 class Settings(BaseSettings):
@@ -70,39 +83,54 @@ class Settings(BaseSettings):
         "Where entropy comes from: system, quantum_grpc, mock_uniform, timing_noise, or a plugin.",
     )
     fallback_mode: Literal["error", "system", "mock_uniform"] = _setting(
-        "system", "What serves a step when the source fails; every such token is flagged.")
+        "system", "What serves a step when the source fails; every such token is flagged."
+    )
     mock_seed: int | None = _setting(
-        None, "Seed of the mock_uniform source; empty draws a seed from the OS.")
+        None, "Seed of the mock_uniform source; empty draws a seed from the OS."
+    )
     mock_bias: float = _setting(
-        0.0, "Relative shift of the mock byte mean (0.001 = +0.1 %), for bias experiments.",
-        ge=-0.3, le=0.3)
+        0.0,
+        "Relative shift of the mock byte mean (0.001 = +0.1 %), for bias experiments.",
+        ge=-0.3,
+        le=0.3,
+    )
 
     # --- gRPC entropy server ------------------------------------------------------------------
     grpc_server_address: str = _setting(
-        "localhost:50051", "Entropy server: host:port, [::1]:port or unix:///path.", min_length=1)
+        "localhost:50051", "Entropy server: host:port, [::1]:port or unix:///path.", min_length=1
+    )
     grpc_mode: Literal["unary", "server_streaming", "bidi_streaming"] = _setting(
-        "unary", "How the client talks to the server.")
+        "unary", "How the client talks to the server."
+    )
     grpc_method_path: str = _setting(
-        "/qr_entropy.EntropyService/GetEntropy", "Unary method path: /package.Service/Method.")
+        "/qr_entropy.EntropyService/GetEntropy", "Unary method path: /package.Service/Method."
+    )
     grpc_stream_method_path: str = _setting(
         "/qr_entropy.EntropyService/StreamEntropy",
-        "Streaming method path; empty if the server only speaks unary.")
+        "Streaming method path; empty if the server only speaks unary.",
+    )
     grpc_api_key: SecretStr = _setting(SecretStr(""), "API key sent with every call (secret).")
     grpc_api_key_header: str = _setting(
-        "api-key", "Metadata header that carries the API key (lowercase).")
+        "api-key", "Metadata header that carries the API key (lowercase)."
+    )
     grpc_timeout_ms: float = _setting(5000.0, "Upper bound for one call, in milliseconds.", gt=0)
-    grpc_retry_count: int = _setting(2, "Retries after a failed call before falling back.",
-                                     ge=0, le=10)
+    grpc_retry_count: int = _setting(
+        2, "Retries after a failed call before falling back.", ge=0, le=10
+    )
     grpc_max_bytes_per_request: int = _setting(
-        0, "Largest byte count the server accepts per call; bigger asks are chunked. 0 = no cap.",
-        ge=0)
+        0,
+        "Largest byte count the server accepts per call; bigger asks are chunked. 0 = no cap.",
+        ge=0,
+    )
     grpc_rate_limit_per_min: int = _setting(
-        0, "Most calls per minute the client may make; 0 = unlimited.", ge=0)
+        0, "Most calls per minute the client may make; 0 = unlimited.", ge=0
+    )
     grpc_daily_byte_budget: int = _setting(
-        0, "Most bytes the client may draw per UTC day; 0 = unlimited.", ge=0)
+        0, "Most bytes the client may draw per UTC day; 0 = unlimited.", ge=0
+    )
     grpc_keepalive_time_ms: int = _setting(
-        0, "Keepalive ping interval while calls are active; 0 = off (avoids too_many_pings).",
-        ge=0)
+        0, "Keepalive ping interval while calls are active; 0 = off (avoids too_many_pings).", ge=0
+    )
     grpc_tls: bool = _setting(False, "Use TLS for the channel.")
     grpc_tls_ca_cert: str = _setting("", "PEM file of the CA to trust; empty = system roots.")
     grpc_tls_server_name: str = _setting("", "Override the name checked in the server certificate.")
@@ -110,49 +138,72 @@ class Settings(BaseSettings):
     grpc_tls_client_key: str = _setting("", "PEM client private key for mutual TLS.")
 
     # --- circuit breaker ----------------------------------------------------------------------
-    cb_enabled: bool = _setting(True, "Stop calling a failing server for a while (circuit breaker).")
-    cb_window_size: int = _setting(100, "Latency samples kept for the adaptive timeout.",
-                                   ge=10, le=10000)
-    cb_min_timeout_ms: float = _setting(5.0, "Floor of the adaptive timeout, in milliseconds.", gt=0)
-    cb_timeout_multiplier: float = _setting(1.5, "Adaptive timeout = P99 latency times this.",
-                                            ge=1.0)
-    cb_failure_threshold: int = _setting(3, "Consecutive failures that open the breaker.",
-                                         ge=1, le=1000)
-    cb_recovery_window_s: float = _setting(10.0, "Seconds open before a trial call (half-open).",
-                                           gt=0)
+    cb_enabled: bool = _setting(
+        True, "Stop calling a failing server for a while (circuit breaker)."
+    )
+    cb_window_size: int = _setting(
+        100, "Latency samples kept for the adaptive timeout.", ge=10, le=10000
+    )
+    cb_min_timeout_ms: float = _setting(
+        5.0, "Floor of the adaptive timeout, in milliseconds.", gt=0
+    )
+    cb_timeout_multiplier: float = _setting(
+        1.5, "Adaptive timeout = P99 latency times this.", ge=1.0
+    )
+    cb_failure_threshold: int = _setting(
+        3, "Consecutive failures that open the breaker.", ge=1, le=1000
+    )
+    cb_recovery_window_s: float = _setting(
+        10.0, "Seconds open before a trial call (half-open).", gt=0
+    )
     cb_max_recovery_window_s: float = _setting(
-        300.0, "Cap of the recovery window, which doubles on each re-open.", gt=0)
+        300.0, "Cap of the recovery window, which doubles on each re-open.", gt=0
+    )
 
     # --- amplification ------------------------------------------------------------------------
-    sample_count: int = _setting(20480, "Entropy bytes drawn per token.", per_request=True,
-                                 ge=1, le=10_000_000)
-    population_mean: float = _setting(127.5, "Expected byte mean of an unbiased source.",
-                                      ge=0, le=255)
-    population_std: float = _setting(UNIFORM_BYTE_STD, "Byte standard deviation, sqrt((256²-1)/12).",
-                                     gt=0)
+    sample_count: int = _setting(
+        20480, "Entropy bytes drawn per token.", per_request=True, ge=1, le=10_000_000
+    )
+    population_mean: float = _setting(
+        127.5, "Expected byte mean of an unbiased source.", ge=0, le=255
+    )
+    population_std: float = _setting(
+        UNIFORM_BYTE_STD, "Byte standard deviation, sqrt((256²-1)/12).", gt=0
+    )
     uniform_clamp_epsilon: float = _setting(1e-10, "u is clamped to (ε, 1-ε).", gt=0, lt=0.5)
 
     # --- temperature and filtering ------------------------------------------------------------
     temperature_strategy: Literal["fixed", "edt"] = _setting(
-        "fixed", "fixed, or edt (entropy-dependent temperature).", per_request=True)
-    fixed_temperature: float = _setting(0.7, "Temperature for the fixed strategy; 0 = greedy.",
-                                        per_request=True, ge=0, le=100)
-    edt_base_temp: float = _setting(0.8, "EDT: T = base · (H / ln V)^exponent.",
-                                    per_request=True, gt=0, le=100)
-    edt_exponent: float = _setting(0.5, "EDT exponent applied to the normalized entropy.",
-                                   per_request=True, gt=0, le=10)
+        "fixed", "fixed, or edt (entropy-dependent temperature).", per_request=True
+    )
+    fixed_temperature: float = _setting(
+        0.7, "Temperature for the fixed strategy; 0 = greedy.", per_request=True, ge=0, le=100
+    )
+    edt_base_temp: float = _setting(
+        0.8, "EDT: T = base · (H / ln V)^exponent.", per_request=True, gt=0, le=100
+    )
+    edt_exponent: float = _setting(
+        0.5, "EDT exponent applied to the normalized entropy.", per_request=True, gt=0, le=10
+    )
     edt_min_temp: float = _setting(0.1, "EDT lower clamp of T.", per_request=True, gt=0, le=100)
     edt_max_temp: float = _setting(2.0, "EDT upper clamp of T.", per_request=True, gt=0, le=100)
     top_k: int = _setting(50, "Keep the k most probable tokens; 0 = off.", per_request=True, ge=0)
-    top_p: float = _setting(0.9, "Keep the smallest set with this much probability; 1 = off.",
-                            per_request=True, gt=0, le=1)
-    min_p: float = _setting(0.0, "Drop tokens below min_p × the top probability; 0 = off.",
-                            per_request=True, ge=0, le=1)
+    top_p: float = _setting(
+        0.9,
+        "Keep the smallest set with this much probability; 1 = off.",
+        per_request=True,
+        gt=0,
+        le=1,
+    )
+    min_p: float = _setting(
+        0.0, "Drop tokens below min_p × the top probability; 0 = off.", per_request=True, ge=0, le=1
+    )
     bypass: bool = _setting(False, "Leave the request to vLLM's own sampling.", per_request=True)
 
     # --- diagnostics --------------------------------------------------------------------------
     log_level: Literal["none", "summary", "full"] = _setting(
-        "summary", "none, summary (periodic totals) or full (one log line per token).")
+        "summary", "none, summary (periodic totals) or full (one log line per token)."
+    )
     diagnostics_path: str = _setting("", "JSONL file receiving one record per token; empty = off.")
 
     # --- single-field rules -------------------------------------------------------------------
@@ -227,28 +278,53 @@ def cross_field_problems(s: Settings) -> list[SettingProblem]:
     """Rules that involve more than one key; also applied to per-request overrides."""
     problems: list[SettingProblem] = []
     if s.grpc_mode != "unary" and not s.grpc_stream_method_path:
-        problems.append(SettingProblem(
-            env_key("grpc_mode"), s.grpc_mode,
-            "a streaming mode needs QR_GRPC_STREAM_METHOD_PATH; set it or use QR_GRPC_MODE=unary"))
+        problems.append(
+            SettingProblem(
+                env_key("grpc_mode"),
+                s.grpc_mode,
+                "a streaming mode needs QR_GRPC_STREAM_METHOD_PATH; "
+                "set it or use QR_GRPC_MODE=unary",
+            )
+        )
     if s.edt_min_temp > s.edt_max_temp:
-        problems.append(SettingProblem(
-            env_key("edt_min_temp"), _fmt(s.edt_min_temp),
-            f"must be ≤ QR_EDT_MAX_TEMP ({_fmt(s.edt_max_temp)})"))
+        problems.append(
+            SettingProblem(
+                env_key("edt_min_temp"),
+                _fmt(s.edt_min_temp),
+                f"must be ≤ QR_EDT_MAX_TEMP ({_fmt(s.edt_max_temp)})",
+            )
+        )
     if bool(s.grpc_tls_client_cert) != bool(s.grpc_tls_client_key):
-        problems.append(SettingProblem(
-            env_key("grpc_tls_client_cert"), s.grpc_tls_client_cert,
-            "mutual TLS needs both QR_GRPC_TLS_CLIENT_CERT and QR_GRPC_TLS_CLIENT_KEY"))
+        problems.append(
+            SettingProblem(
+                env_key("grpc_tls_client_cert"),
+                s.grpc_tls_client_cert,
+                "mutual TLS needs both QR_GRPC_TLS_CLIENT_CERT and QR_GRPC_TLS_CLIENT_KEY",
+            )
+        )
     uses_tls_files = any((s.grpc_tls_ca_cert, s.grpc_tls_client_cert, s.grpc_tls_server_name))
     if uses_tls_files and not s.grpc_tls:
-        problems.append(SettingProblem(
-            env_key("grpc_tls"), "false", "TLS files or a server name are set but QR_GRPC_TLS is off"))
+        problems.append(
+            SettingProblem(
+                env_key("grpc_tls"),
+                "false",
+                "TLS files or a server name are set but QR_GRPC_TLS is off",
+            )
+        )
     if s.grpc_tls and s.grpc_server_address.startswith("unix:"):
-        problems.append(SettingProblem(
-            env_key("grpc_tls"), "true", "TLS over a unix socket is not supported; turn it off"))
+        problems.append(
+            SettingProblem(
+                env_key("grpc_tls"), "true", "TLS over a unix socket is not supported; turn it off"
+            )
+        )
     if s.cb_max_recovery_window_s < s.cb_recovery_window_s:
-        problems.append(SettingProblem(
-            env_key("cb_max_recovery_window_s"), _fmt(s.cb_max_recovery_window_s),
-            "must be ≥ QR_CB_RECOVERY_WINDOW_S"))
+        problems.append(
+            SettingProblem(
+                env_key("cb_max_recovery_window_s"),
+                _fmt(s.cb_max_recovery_window_s),
+                "must be ≥ QR_CB_RECOVERY_WINDOW_S",
+            )
+        )
     return problems
 
 
@@ -312,16 +388,18 @@ def setting_specs() -> list[SettingSpec]:
     specs = []
     for name, f in Settings.model_fields.items():
         secret = _is_secret(f)
-        specs.append(SettingSpec(
-            name=name,
-            env_key=env_key(name),
-            type_name=_type_name(f),
-            default=format_value(f.default, secret=False),
-            allowed=allowed_text(f),
-            description=f.description or "",
-            per_request=_is_per_request(f),
-            secret=secret,
-        ))
+        specs.append(
+            SettingSpec(
+                name=name,
+                env_key=env_key(name),
+                type_name=_type_name(f),
+                default=format_value(f.default, secret=False),
+                allowed=allowed_text(f),
+                description=f.description or "",
+                per_request=_is_per_request(f),
+                secret=secret,
+            )
+        )
     return specs
 
 
@@ -356,7 +434,7 @@ def allowed_text(f: FieldInfo) -> str:
             upper = _fmt(m.le)
         elif isinstance(m, annotated_types.Lt):
             upper, hi_incl = _fmt(m.lt), False
-    kind = {int: "an integer", float: "a number"}.get(ann, "")  # type: ignore[call-overload]
+    kind = "an integer" if ann is int else "a number" if ann is float else ""
     if kind and (lower or upper):
         if lower and upper:
             return f"{kind} in {'[' if lo_incl else '('}{lower}, {upper}{']' if hi_incl else ')'}"
@@ -409,13 +487,18 @@ def load_settings(
 def settings_from_mapping(values: Mapping[str, Any]) -> Settings:
     """Validate ``QR_KEY -> value`` pairs (unknown keys ignored); raise SettingsError on errors."""
     fields = Settings.model_fields
-    data = {k[len(ENV_PREFIX):].lower(): v for k, v in values.items()
-            if k.upper().startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() in fields}
+    data = {
+        k[len(ENV_PREFIX) :].lower(): v
+        for k, v in values.items()
+        if k.upper().startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() in fields
+    }
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(_problems_from_validation(exc, data),
-                            hint="see the allowed values above; `qrs settings` lists every key") from None
+        raise SettingsError(
+            _problems_from_validation(exc, data),
+            hint="see the allowed values above; `qrs settings` lists every key",
+        ) from None
 
 
 def unknown_key_problems(values: Iterable[str], where: str) -> list[SettingProblem]:
@@ -425,13 +508,15 @@ def unknown_key_problems(values: Iterable[str], where: str) -> list[SettingProbl
     for key in values:
         upper = key.upper()
         if upper.startswith(ENV_PREFIX) and upper not in known:
-            problems.append(SettingProblem(
-                key, "", f"unknown key in {where}{_did_you_mean(upper, known)}"))
+            problems.append(
+                SettingProblem(key, "", f"unknown key in {where}{_did_you_mean(upper, known)}")
+            )
     return problems
 
 
-def resolve_request_overrides(extra_args: Mapping[str, Any] | None,
-                              base: Settings) -> dict[str, Any]:
+def resolve_request_overrides(
+    extra_args: Mapping[str, Any] | None, base: Settings
+) -> dict[str, Any]:
     """Validate a request's ``qr_*`` arguments and return ``field -> typed value``.
 
     Keys without the ``qr_`` prefix belong to other plugins and are ignored. Raises
@@ -445,7 +530,7 @@ def resolve_request_overrides(extra_args: Mapping[str, Any] | None,
     for key, raw in extra_args.items():
         if not isinstance(key, str) or not key.startswith(REQUEST_PREFIX):
             continue
-        name = key[len(REQUEST_PREFIX):]
+        name = key[len(REQUEST_PREFIX) :]
         if name not in allowed:
             if name in Settings.model_fields:
                 msg = f"cannot be set per request; it is a server setting ({env_key(name)})"
@@ -462,16 +547,19 @@ def resolve_request_overrides(extra_args: Mapping[str, Any] | None,
             overrides[name] = _field_adapter(name).validate_python(raw)
         except ValidationError as exc:
             allowed_note = "" if allowed_text(f) == "text" else f"; allowed: {allowed_text(f)}"
-            problems.append(SettingProblem(
-                key, _clip(repr(raw)), f"{_first_message(exc)}{allowed_note}"))
+            problems.append(
+                SettingProblem(key, _clip(repr(raw)), f"{_first_message(exc)}{allowed_note}")
+            )
     if not problems and overrides:
         merged = base.model_copy(update=overrides)
         for p in cross_field_problems(merged):
-            problems.append(SettingProblem(request_key(p.key[len(ENV_PREFIX):].lower()), p.value,
-                                           p.message))
+            problems.append(
+                SettingProblem(request_key(p.key[len(ENV_PREFIX) :].lower()), p.value, p.message)
+            )
     if problems:
-        raise RequestArgumentError(problems, hint="per-request keys: " +
-                                   ", ".join(request_key(n) for n in allowed))
+        raise RequestArgumentError(
+            problems, hint="per-request keys: " + ", ".join(request_key(n) for n in allowed)
+        )
     return overrides
 
 
@@ -481,12 +569,15 @@ def resolve_request_overrides(extra_args: Mapping[str, Any] | None,
 @cache
 def _field_adapter(name: str) -> TypeAdapter[Any]:
     f = Settings.model_fields[name]
-    if not f.metadata:
-        return TypeAdapter(f.annotation)
-    return TypeAdapter(Annotated[f.annotation, *f.metadata])  # type: ignore[name-defined]
+    annotation: Any = f.annotation
+    if f.metadata:
+        annotation = Annotated[annotation, *f.metadata]
+    return TypeAdapter(annotation)
 
 
-def _problems_from_validation(exc: ValidationError, data: Mapping[str, Any]) -> list[SettingProblem]:
+def _problems_from_validation(
+    exc: ValidationError, data: Mapping[str, Any]
+) -> list[SettingProblem]:
     problems = []
     for err in exc.errors():
         ctx_error = (err.get("ctx") or {}).get("error")
@@ -541,7 +632,12 @@ def _type_name(f: FieldInfo) -> str:
 
 def _fmt(value: Any) -> str:
     """Shortest faithful text for a number: 5000.0 → '5000', 0.7 → '0.7', 1e-10 → '1e-10'."""
-    if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+    if (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value == int(value)
+        and abs(value) < 1e15
+    ):
         return str(int(value))
     return repr(value) if isinstance(value, float) else str(value)
 

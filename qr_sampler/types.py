@@ -47,7 +47,9 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if not self.config_hash:
-            payload = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config_hash"}
+            payload = {
+                f.name: getattr(self, f.name) for f in fields(self) if f.name != "config_hash"
+            }
             digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
             object.__setattr__(self, "config_hash", digest[:12])
 
@@ -57,8 +59,9 @@ class SamplingConfig:
         return self.temperature_strategy == "fixed" and self.fixed_temperature == 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings,
-                      overrides: Mapping[str, Any] | None = None) -> SamplingConfig:
+    def from_settings(
+        cls, settings: Settings, overrides: Mapping[str, Any] | None = None
+    ) -> SamplingConfig:
         """Build from settings plus already-validated per-request overrides (field → value)."""
         names = [f.name for f in fields(cls) if f.name != "config_hash"]
         values = {n: getattr(settings, n) for n in names}
@@ -87,7 +90,7 @@ class EntropyBatch:
         """Split ``data`` back into one bytes object per row."""
         out, start = [], 0
         for n in self.counts:
-            out.append(self.data[start:start + n])
+            out.append(self.data[start : start + n])
             start += n
         return out
 
@@ -123,4 +126,3 @@ class TokenRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-

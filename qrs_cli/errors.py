@@ -41,8 +41,9 @@ def report_for(exc: BaseException) -> ErrorReport | None:
         hint = exc.hint or "run `qrs settings` to list every key and what it accepts"
         return ErrorReport(str(exc), hint, EXIT_USAGE)
     if isinstance(exc, EntropyError):
-        return ErrorReport(str(exc), "check the entropy server with `qrs probe PROFILE`",
-                           EXIT_FAILED)
+        return ErrorReport(
+            str(exc), "check the entropy server with `qrs probe PROFILE`", EXIT_FAILED
+        )
     if isinstance(exc, QRSamplerError):
         return ErrorReport(str(exc), "", EXIT_FAILED)
     return None

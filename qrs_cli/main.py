@@ -35,8 +35,15 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback,
-                                          is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Deploy, probe and run the qr-sampler vLLM plugin."""
 
@@ -60,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         report = report_for(exc)
         if report is None:
-            output.error(f"unexpected {type(exc).__name__}: {exc}",
-                         "this is a bug; rerun with QRS_DEBUG=1 and report the traceback")
+            output.error(
+                f"unexpected {type(exc).__name__}: {exc}",
+                "this is a bug; rerun with QRS_DEBUG=1 and report the traceback",
+            )
             return EXIT_FAILED
         output.error(report.message, report.hint)
         return report.exit_code

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 class EntropySource(ABC):
     """A supplier of random bytes."""
 
-    #: Registry name of the source (``system``, ``quantum_grpc``, …).
-    name: ClassVar[str] = "abstract"
+    #: Registry name of the source (``system``, ``quantum_grpc``, …); wrappers set it per instance.
+    name: str = "abstract"
     #: True for sources whose statistical quality is not established.
     experimental: ClassVar[bool] = False
 
@@ -52,8 +52,9 @@ class EntropySource(ABC):
         counts = tuple(counts)
         start = time.perf_counter_ns()
         data = self.get_random_bytes(sum(counts))
-        return EntropyBatch(data=data, counts=counts, source=self.name,
-                            latency_ns=time.perf_counter_ns() - start)
+        return EntropyBatch(
+            data=data, counts=counts, source=self.name, latency_ns=time.perf_counter_ns() - start
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release channels, files or threads. Safe to call more than once."""

@@ -26,13 +26,10 @@ class FallbackEntropySource(EntropySource):
     def __init__(self, primary: EntropySource, fallback: EntropySource | None) -> None:
         self.primary = primary
         self.fallback = fallback
+        self.name = primary.name  # the configured source's name, not "fallback"
         self._lock = threading.Lock()
         self.fallback_count = 0
         self.last_error = ""
-
-    @property  # type: ignore[override]
-    def name(self) -> str:  # the configured source's name, not "fallback"
-        return self.primary.name
 
     def get_random_bytes(self, n: int) -> bytes:
         return self.get_random_bytes_batch((n,)).data
@@ -50,7 +47,8 @@ class FallbackEntropySource(EntropySource):
             except EntropyError as fallback_exc:
                 raise EntropyUnavailableError(
                     f"primary {self.primary.name!r} and fallback {self.fallback.name!r} both "
-                    f"failed: {reason}; {fallback_exc}") from fallback_exc
+                    f"failed: {reason}; {fallback_exc}"
+                ) from fallback_exc
             return replace(batch, fallback=True, fallback_reason=reason)
 
     def _note_fallback(self, reason: str) -> None:
@@ -60,8 +58,12 @@ class FallbackEntropySource(EntropySource):
             self.last_error = reason
         if first:  # log each new kind of failure once, not once per token
             assert self.fallback is not None
-            logger.warning("entropy source %r failed (%s); serving from %r and flagging tokens",
-                           self.primary.name, reason, self.fallback.name)
+            logger.warning(
+                "entropy source %r failed (%s); serving from %r and flagging tokens",
+                self.primary.name,
+                reason,
+                self.fallback.name,
+            )
 
     def close(self) -> None:
         self.primary.close()

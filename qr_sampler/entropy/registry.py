@@ -46,14 +46,17 @@ def source_class(name: str) -> type[EntropySource]:
 
     target = _BUILTINS.get(name) or _plugin_entry_points().get(name)
     if target is None:
-        raise SettingsError([SettingProblem("QR_ENTROPY_SOURCE_TYPE", name, "unknown source")],
-                            hint="available: " + ", ".join(available_source_names()))
+        raise SettingsError(
+            [SettingProblem("QR_ENTROPY_SOURCE_TYPE", name, "unknown source")],
+            hint="available: " + ", ".join(available_source_names()),
+        )
     module_name, _, attr = target.partition(":")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise EntropyUnavailableError(f"entropy source {name!r} cannot be loaded from "
-                                      f"{target}: {exc}") from exc
+        raise EntropyUnavailableError(
+            f"entropy source {name!r} cannot be loaded from {target}: {exc}"
+        ) from exc
     if not (isinstance(obj, type) and issubclass(obj, EntropySource)):
         raise EntropyUnavailableError(f"{target} is not an EntropySource subclass")
     return obj
@@ -74,6 +77,9 @@ def build_entropy_source(settings: Settings | None = None) -> EntropySource:
 
     settings = settings if settings is not None else load_settings()
     primary = create_source(settings.entropy_source_type, settings)
-    fallback = None if settings.fallback_mode == "error" else create_source(
-        settings.fallback_mode, settings)
+    fallback = (
+        None
+        if settings.fallback_mode == "error"
+        else create_source(settings.fallback_mode, settings)
+    )
     return FallbackEntropySource(primary, fallback)

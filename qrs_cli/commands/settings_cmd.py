@@ -23,8 +23,10 @@ def settings(
     elif markdown:
         output.data(markdown_table())
     else:
-        rows = [[s.env_key, s.default, s.allowed, "yes" if s.per_request else "", s.description]
-                for s in specs]
+        rows = [
+            [s.env_key, s.default, s.allowed, "yes" if s.per_request else "", s.description]
+            for s in specs
+        ]
         output.data(output.table(["KEY", "DEFAULT", "ALLOWED", "PER-REQUEST", "DESCRIPTION"], rows))
 
 

@@ -28,19 +28,24 @@ def test_settings_json_is_parseable_and_complete(capsys: pytest.CaptureFixture[s
 
 
 def test_unknown_command_is_a_usage_error_without_traceback() -> None:
-    proc = subprocess.run([sys.executable, "-m", "qrs_cli", "no-such-command"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qrs_cli", "no-such-command"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "No such command" in proc.stderr
 
 
 def test_help_is_fast_to_import() -> None:
     """`qrs --help` must not import torch, grpc, jinja2 or vllm (they cost seconds)."""
-    probe = ("import sys\nfrom qrs_cli.main import main\n"
-             "code = main(['--help'])\n"
-             "heavy = [m for m in sys.modules if m.split('.')[0] in "
-             "('torch', 'grpc', 'jinja2', 'vllm')]\n"
-             "print('HEAVY', heavy)\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60)
+    probe = (
+        "import sys\nfrom qrs_cli.main import main\n"
+        "code = main(['--help'])\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'grpc', 'jinja2', 'vllm')]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def filtered_distribution(logits: np.ndarray, temperature: float, top_k: int, top_p: float,
-                          min_p: float) -> np.ndarray:
+def filtered_distribution(
+    logits: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float
+) -> np.ndarray:
     """Probabilities over the whole vocabulary after temperature → top-k → softmax → min-p →
     top-p, each renormalized; zero for removed tokens."""
     x = logits.astype(np.float64)

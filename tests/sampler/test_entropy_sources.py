@@ -12,7 +12,11 @@ import pytest
 from qr_sampler import build_entropy_source, load_settings
 from qr_sampler.entropy import registry
 from qr_sampler.entropy.fallback import FallbackEntropySource
-from qr_sampler.entropy.mock import MAX_ABS_BIAS, MockUniformEntropySource, tilted_byte_probabilities
+from qr_sampler.entropy.mock import (
+    MAX_ABS_BIAS,
+    MockUniformEntropySource,
+    tilted_byte_probabilities,
+)
 from qr_sampler.entropy.system import SystemEntropySource
 from qr_sampler.entropy.timing import TimingNoiseEntropySource
 from qr_sampler.errors import EntropyUnavailableError, SettingsError
@@ -42,8 +46,9 @@ def test_tilt_has_the_requested_mean(bias: float) -> None:
 
 
 def test_biased_mock_bytes_have_the_requested_mean() -> None:
-    data = np.frombuffer(MockUniformEntropySource(seed=1, bias=0.05).get_random_bytes(400_000),
-                         np.uint8)
+    data = np.frombuffer(
+        MockUniformEntropySource(seed=1, bias=0.05).get_random_bytes(400_000), np.uint8
+    )
     assert data.mean() == pytest.approx(127.5 * 1.05, abs=0.5)  # SE ≈ 0.12
 
 
@@ -60,10 +65,15 @@ def test_timing_noise_is_experimental_and_varies() -> None:
 
 
 def test_registry_lists_builtins_and_builds_the_configured_source() -> None:
-    assert registry.available_source_names()[:4] == ["system", "quantum_grpc", "mock_uniform",
-                                                     "timing_noise"]
-    source = build_entropy_source(load_settings(None, {"QR_ENTROPY_SOURCE_TYPE": "mock_uniform",
-                                                       "QR_MOCK_SEED": "4"}))
+    assert registry.available_source_names()[:4] == [
+        "system",
+        "quantum_grpc",
+        "mock_uniform",
+        "timing_noise",
+    ]
+    source = build_entropy_source(
+        load_settings(None, {"QR_ENTROPY_SOURCE_TYPE": "mock_uniform", "QR_MOCK_SEED": "4"})
+    )
     assert isinstance(source, FallbackEntropySource)
     assert isinstance(source.primary, MockUniformEntropySource) and source.primary.seed == 4
     assert isinstance(source.fallback, SystemEntropySource)
@@ -75,7 +85,8 @@ def test_third_party_source_is_found_through_its_entry_point(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real installed-distribution layout on sys.path, discovered by importlib.metadata."""
-    (tmp_path / "acme_rng.py").write_text(textwrap.dedent("""
+    (tmp_path / "acme_rng.py").write_text(
+        textwrap.dedent("""
         from qr_sampler.entropy.base import EntropySource
 
         class AcmeSource(EntropySource):
@@ -83,12 +94,14 @@ def test_third_party_source_is_found_through_its_entry_point(
 
             def get_random_bytes(self, n):
                 return b"\\x2a" * n
-    """))
+    """)
+    )
     dist = tmp_path / "acme_rng-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-rng\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text(
-        "[qr_sampler.entropy_sources]\nacme = acme_rng:AcmeSource\n")
+        "[qr_sampler.entropy_sources]\nacme = acme_rng:AcmeSource\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry._plugin_entry_points.cache_clear()
     try:

@@ -37,7 +37,7 @@ QR_HASH=abc#not-a-comment
         ("JUSTTEXT", "expected KEY=value"),
         ("1BAD=x", "not a valid variable name"),
         ("BAD-NAME=x", "not a valid variable name"),
-        ('QR_X="unterminated', "missing closing \" quote"),
+        ('QR_X="unterminated', 'missing closing " quote'),
         ("QR_X='a' trailing", "unexpected text after the closing quote"),
     ],
 )

@@ -12,28 +12,46 @@ HEAVY = ("torch", "vllm", "grpc", "jinja2", "typer", "rich")
 
 
 def test_public_names_are_pinned() -> None:
-    assert sorted(qr_sampler.__all__) == sorted([
-        "EntropyBatch", "EntropyBudgetExhaustedError", "EntropyError", "EntropySource",
-        "EntropyUnavailableError", "QRSamplerError", "RequestArgumentError", "SamplingConfig",
-        "SettingProblem", "Settings", "SettingsError", "TokenRecord", "TokenSampler",
-        "__version__", "available_source_names", "build_entropy_source", "load_settings",
-        "resolve_request_overrides",
-    ])
+    assert sorted(qr_sampler.__all__) == sorted(
+        [
+            "EntropyBatch",
+            "EntropyBudgetExhaustedError",
+            "EntropyError",
+            "EntropySource",
+            "EntropyUnavailableError",
+            "QRSamplerError",
+            "RequestArgumentError",
+            "SamplingConfig",
+            "SettingProblem",
+            "Settings",
+            "SettingsError",
+            "TokenRecord",
+            "TokenSampler",
+            "__version__",
+            "available_source_names",
+            "build_entropy_source",
+            "load_settings",
+            "resolve_request_overrides",
+        ]
+    )
     for name in qr_sampler.__all__:
         assert getattr(qr_sampler, name) is not None
 
 
 def _loaded_after(code: str) -> list[str]:
     probe = f"{code}\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     modules = json.loads(out.strip().splitlines()[-1])
     return [m for m in modules if m.split(".")[0] in HEAVY]
 
 
 def test_importing_the_package_loads_no_heavy_module() -> None:
-    code = ("import qr_sampler\nfrom qr_sampler import Settings, build_entropy_source\n"
-            "build_entropy_source(Settings()).get_random_bytes(8)")
+    code = (
+        "import qr_sampler\nfrom qr_sampler import Settings, build_entropy_source\n"
+        "build_entropy_source(Settings()).get_random_bytes(8)"
+    )
     assert _loaded_after(code) == []
 
 

@@ -32,8 +32,13 @@ class CountingSource(EntropySource):
 
     def get_random_bytes_batch(self, counts: Sequence[int]) -> EntropyBatch:
         self.calls.append(tuple(counts))
-        return EntropyBatch(data=self.get_random_bytes(sum(counts)), counts=tuple(counts),
-                            source=self.name, device_id="dev-7", generation_timestamp_ns=42)
+        return EntropyBatch(
+            data=self.get_random_bytes(sum(counts)),
+            counts=tuple(counts),
+            source=self.name,
+            device_id="dev-7",
+            generation_timestamp_ns=42,
+        )
 
 
 class BrokenSource(EntropySource):
@@ -73,8 +78,11 @@ def test_greedy_rows_need_no_entropy_and_bypass_rows_are_untouched() -> None:
     sampler = TokenSampler(source)
     logits = _logits(3)
     original = logits.clone()
-    configs = [SamplingConfig(fixed_temperature=0.0), SamplingConfig(bypass=True),
-               SamplingConfig(sample_count=64)]
+    configs = [
+        SamplingConfig(fixed_temperature=0.0),
+        SamplingConfig(bypass=True),
+        SamplingConfig(sample_count=64),
+    ]
     result = sampler.sample(logits, SamplingBatch.build(configs, ["a", "b", "c"]))
     assert result.rows == (0, 2)
     assert source.calls == [(64,)]  # only the sampled, non-greedy row drew bytes
@@ -85,7 +93,9 @@ def test_greedy_rows_need_no_entropy_and_bypass_rows_are_untouched() -> None:
 
 def test_all_greedy_batch_never_calls_the_source() -> None:
     sampler = TokenSampler(BrokenSource())
-    result = sampler.sample(_logits(4), SamplingBatch.build([SamplingConfig(fixed_temperature=0)] * 4))
+    result = sampler.sample(
+        _logits(4), SamplingBatch.build([SamplingConfig(fixed_temperature=0)] * 4)
+    )
     assert result.entropy is None and len(result.token_ids) == 4
 
 

@@ -11,8 +11,8 @@ from qr_sampler.selection import (
     choose,
     edt_temperature,
     force_tokens,
-    shape,
     shannon_entropy,
+    shape,
     top_candidates,
 )
 from qr_sampler.types import SamplingConfig
@@ -27,7 +27,9 @@ def test_top_candidates_equals_torch_topk(vocab: int, k: int) -> None:
     gen = torch.Generator().manual_seed(vocab + k)
     logits = torch.randn(4, vocab, generator=gen) * 4
     logits[1, -3:] = 50.0  # winners in the partial tail block
-    logits[2, :] = torch.linspace(-5, 5, vocab)  # strictly increasing: winners all in the last blocks
+    logits[2, :] = torch.linspace(
+        -5, 5, vocab
+    )  # strictly increasing: winners all in the last blocks
     values, ids = top_candidates(logits, k)
     ref_values, _ = torch.topk(logits, k, dim=1)
     assert torch.equal(values, ref_values)
@@ -69,8 +71,13 @@ def test_choose_uses_the_cdf_boundaries_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("temperature", "top_k", "top_p", "min_p"),
-    [(0.7, 50, 0.9, 0.0), (1.0, 0, 0.8, 0.0), (1.3, 20, 1.0, 0.05), (0.5, 0, 1.0, 0.0),
-     (1.0, 100, 0.95, 0.02)],
+    [
+        (0.7, 50, 0.9, 0.0),
+        (1.0, 0, 0.8, 0.0),
+        (1.3, 20, 1.0, 0.05),
+        (0.5, 0, 1.0, 0.0),
+        (1.0, 100, 0.95, 0.02),
+    ],
 )
 def test_filtered_probabilities_match_an_independent_reference(
     temperature: float, top_k: int, top_p: float, min_p: float
@@ -101,12 +108,16 @@ def test_mixed_rows_are_independent() -> None:
     """A row's result must not depend on which other rows share the batch."""
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(4, 5000, generator=gen) * 2
-    configs = [SamplingConfig(top_k=5), SamplingConfig(top_k=0, top_p=0.5),
-               SamplingConfig(fixed_temperature=0.0), SamplingConfig(temperature_strategy="edt")]
+    configs = [
+        SamplingConfig(top_k=5),
+        SamplingConfig(top_k=0, top_p=0.5),
+        SamplingConfig(fixed_temperature=0.0),
+        SamplingConfig(temperature_strategy="edt"),
+    ]
     u = torch.tensor([0.3, 0.7, 0.9, 0.1], dtype=torch.float64)
     together = choose(shape(logits, _params(*configs)), u).token_ids
     for row, cfg in enumerate(configs):
-        alone = choose(shape(logits[row:row + 1], _params(cfg)), u[row:row + 1]).token_ids
+        alone = choose(shape(logits[row : row + 1], _params(cfg)), u[row : row + 1]).token_ids
         assert int(alone[0]) == int(together[row])
 
 
@@ -117,15 +128,23 @@ def test_edt_temperature_is_monotone_in_entropy_and_clamped() -> None:
     logits = base.unsqueeze(0) * sharpness.unsqueeze(1)
     entropy = shannon_entropy(logits)
     assert torch.all(entropy[1:] >= entropy[:-1] - 1e-6)  # the fixture really spans H
-    cfg = SamplingConfig(temperature_strategy="edt", edt_base_temp=1.0, edt_exponent=0.5,
-                         edt_min_temp=0.5, edt_max_temp=0.9)
+    cfg = SamplingConfig(
+        temperature_strategy="edt",
+        edt_base_temp=1.0,
+        edt_exponent=0.5,
+        edt_min_temp=0.5,
+        edt_max_temp=0.9,
+    )
     params = _params(*[cfg] * 40)
     temps = edt_temperature(entropy, vocab, params)
     assert torch.all(temps[1:] >= temps[:-1])
     assert float(temps.min()) == pytest.approx(0.5) and float(temps.max()) == pytest.approx(0.9)
     # Flat distribution: H = ln V, so T = base (then clamped to max).
-    flat = edt_temperature(torch.tensor([np.log(vocab)], dtype=torch.float64), vocab,
-                           _params(SamplingConfig(temperature_strategy="edt", edt_base_temp=0.5)))
+    flat = edt_temperature(
+        torch.tensor([np.log(vocab)], dtype=torch.float64),
+        vocab,
+        _params(SamplingConfig(temperature_strategy="edt", edt_base_temp=0.5)),
+    )
     assert float(flat[0]) == pytest.approx(0.5)
 
 

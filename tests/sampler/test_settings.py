@@ -56,7 +56,14 @@ def test_every_field_is_described_and_flagged() -> None:
         assert spec.description and "\n" not in spec.description
         assert spec.allowed
     per_request = set(per_request_fields())
-    assert {"temperature_strategy", "top_k", "top_p", "min_p", "sample_count", "bypass"} <= per_request
+    assert {
+        "temperature_strategy",
+        "top_k",
+        "top_p",
+        "min_p",
+        "sample_count",
+        "bypass",
+    } <= per_request
     assert not per_request & {"grpc_api_key", "grpc_server_address", "entropy_source_type"}
 
 
@@ -69,7 +76,10 @@ def test_every_field_is_described_and_flagged() -> None:
         ({"QR_TOP_K": "many"}, ["QR_TOP_K=many", "valid integer"]),
         ({"QR_SAMPLE_COUNT": "0"}, ["QR_SAMPLE_COUNT=0", "[1, 10000000]"]),
         ({"QR_FIXED_TEMPERATURE": "nan"}, ["QR_FIXED_TEMPERATURE=nan", "finite"]),
-        ({"QR_GRPC_MODE": "bidi"}, ["QR_GRPC_MODE=bidi", "unary, server_streaming, bidi_streaming"]),
+        (
+            {"QR_GRPC_MODE": "bidi"},
+            ["QR_GRPC_MODE=bidi", "unary, server_streaming, bidi_streaming"],
+        ),
         ({"QR_FALLBACK_MODE": "none"}, ["QR_FALLBACK_MODE=none", "error, system, mock_uniform"]),
         ({"QR_LOG_LEVEL": "debug"}, ["QR_LOG_LEVEL=debug", "none, summary, full"]),
         ({"QR_ENTROPY_SOURCE_TYPE": "quantm_grpc"}, ["did you mean quantum_grpc?"]),
@@ -85,14 +95,21 @@ def test_every_field_is_described_and_flagged() -> None:
         ({"QR_GRPC_TIMEOUT_MS": "0"}, ["QR_GRPC_TIMEOUT_MS=0", "> 0"]),
         ({"QR_MOCK_BIAS": "0.5"}, ["QR_MOCK_BIAS=0.5", "[-0.3, 0.3]"]),
         ({"QR_GRPC_TLS": "maybe"}, ["QR_GRPC_TLS=maybe", "true or false"]),
-        ({"QR_GRPC_MODE": "bidi_streaming", "QR_GRPC_STREAM_METHOD_PATH": ""},
-         ["QR_GRPC_MODE=bidi_streaming", "needs QR_GRPC_STREAM_METHOD_PATH"]),
-        ({"QR_EDT_MIN_TEMP": "3", "QR_EDT_MAX_TEMP": "2"}, ["QR_EDT_MIN_TEMP=3", "≤ QR_EDT_MAX_TEMP"]),
+        (
+            {"QR_GRPC_MODE": "bidi_streaming", "QR_GRPC_STREAM_METHOD_PATH": ""},
+            ["QR_GRPC_MODE=bidi_streaming", "needs QR_GRPC_STREAM_METHOD_PATH"],
+        ),
+        (
+            {"QR_EDT_MIN_TEMP": "3", "QR_EDT_MAX_TEMP": "2"},
+            ["QR_EDT_MIN_TEMP=3", "≤ QR_EDT_MAX_TEMP"],
+        ),
         ({"QR_GRPC_TLS_CLIENT_CERT": "c.pem", "QR_GRPC_TLS": "true"}, ["mutual TLS needs both"]),
         ({"QR_GRPC_TLS_CA_CERT": "ca.pem"}, ["QR_GRPC_TLS is off"]),
         ({"QR_GRPC_TLS": "true", "QR_GRPC_SERVER_ADDRESS": "unix:///x.sock"}, ["unix socket"]),
-        ({"QR_CB_RECOVERY_WINDOW_S": "60", "QR_CB_MAX_RECOVERY_WINDOW_S": "30"},
-         ["QR_CB_MAX_RECOVERY_WINDOW_S", "≥ QR_CB_RECOVERY_WINDOW_S"]),
+        (
+            {"QR_CB_RECOVERY_WINDOW_S": "60", "QR_CB_MAX_RECOVERY_WINDOW_S": "30"},
+            ["QR_CB_MAX_RECOVERY_WINDOW_S", "≥ QR_CB_RECOVERY_WINDOW_S"],
+        ),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(
@@ -142,9 +159,9 @@ def test_secret_is_masked_in_repr_errors_and_specs() -> None:
 
 def test_request_overrides_are_typed_and_validated() -> None:
     base = Settings()
-    assert resolve_request_overrides({"qr_top_k": "5", "qr_top_p": 0.5, "qr_bypass": "true",
-                                      "other_plugin": {"x": 1}}, base) == {
-        "top_k": 5, "top_p": 0.5, "bypass": True}
+    assert resolve_request_overrides(
+        {"qr_top_k": "5", "qr_top_p": 0.5, "qr_bypass": "true", "other_plugin": {"x": 1}}, base
+    ) == {"top_k": 5, "top_p": 0.5, "bypass": True}
     assert resolve_request_overrides(None, base) == {}
 
 
@@ -161,8 +178,9 @@ def test_request_overrides_are_typed_and_validated() -> None:
         ({"qr_sample_count": 0}, ["qr_sample_count=0", "[1, 10000000]"]),
     ],
 )
-def test_bad_request_arguments_raise_value_errors(args: dict[str, object],
-                                                  fragments: list[str]) -> None:
+def test_bad_request_arguments_raise_value_errors(
+    args: dict[str, object], fragments: list[str]
+) -> None:
     with pytest.raises(RequestArgumentError) as info:
         resolve_request_overrides(args, Settings())
     assert isinstance(info.value, ValueError)  # vLLM maps ValueError to HTTP 400

@@ -44,7 +44,7 @@ def test_batched_amplification_matches_the_scalar_definition() -> None:
     batch = amplify(data, counts, 127.5, UNIFORM_BYTE_STD, 1e-10)
     start = 0
     for i, n in enumerate(counts):
-        assert batch.u[i] == pytest.approx(uniform_from_bytes(data[start:start + n]), abs=1e-12)
+        assert batch.u[i] == pytest.approx(uniform_from_bytes(data[start : start + n]), abs=1e-12)
         start += n
 
 
@@ -71,8 +71,9 @@ def test_token_frequencies_match_the_filtered_softmax() -> None:
     rng = np.random.default_rng(123)
     vocab = 3000
     row_logits = rng.normal(0, 1.5, size=vocab).astype(np.float32)
-    cfg = SamplingConfig(fixed_temperature=0.9, top_k=120, top_p=0.97, min_p=0.005,
-                         sample_count=1024)
+    cfg = SamplingConfig(
+        fixed_temperature=0.9, top_k=120, top_p=0.97, min_p=0.005, sample_count=1024
+    )
     expected = filtered_distribution(row_logits, 0.9, 120, 0.97, 0.005)
     support = np.flatnonzero(expected)
     assert support.size >= 50
