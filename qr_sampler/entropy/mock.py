@@ -35,6 +35,22 @@ def tilted_byte_probabilities(bias: float) -> np.ndarray:
     return np.asarray(weights / weights.sum())
 
 
+def _alias_table(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker alias tables for sampling byte values with ``probs`` in O(1) per byte."""
+    size = len(probs)
+    scaled = probs * size
+    keep_prob = np.ones(size)
+    alias = np.arange(size, dtype=np.uint8)
+    small = [i for i in range(size) if scaled[i] < 1.0]
+    large = [i for i in range(size) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        keep_prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return keep_prob, alias
+
+
 class MockUniformEntropySource(EntropySource):
     """Seeded bytes: the same seed gives the same byte stream, call after call."""
 
@@ -44,7 +60,7 @@ class MockUniformEntropySource(EntropySource):
         self.seed = seed
         self.bias = bias
         self._rng = np.random.default_rng(seed)
-        self._cdf = np.cumsum(tilted_byte_probabilities(bias)) if bias else None
+        self._alias = _alias_table(tilted_byte_probabilities(bias)) if bias else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -55,11 +71,13 @@ class MockUniformEntropySource(EntropySource):
         if n < 1:
             raise EntropyUnavailableError(f"asked for {n} bytes; need at least 1")
         with self._lock:
-            if self._cdf is None:
+            if self._alias is None:
                 return self._rng.integers(0, 256, size=n, dtype=np.uint8).tobytes()
-            # Inverse-CDF sampling of the tilted distribution.
-            draws = np.searchsorted(self._cdf, self._rng.random(n), side="right")
-        return np.minimum(draws, 255).astype(np.uint8).tobytes()
+            # Walker's alias method: a uniform column, then keep it or take its alias.
+            keep_prob, alias = self._alias
+            column = self._rng.integers(0, 256, size=n, dtype=np.uint8)
+            coin = self._rng.random(n)
+        return np.where(coin < keep_prob[column], column, alias[column]).astype(np.uint8).tobytes()
 
     def health(self) -> dict[str, Any]:
         return {**super().health(), "seeded": self.seed is not None, "bias": self.bias}

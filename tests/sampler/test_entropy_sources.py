@@ -130,3 +130,14 @@ def test_fallback_reports_both_failures_when_both_fail() -> None:
     wrapper = FallbackEntropySource(Broken(), Broken())
     with pytest.raises(EntropyUnavailableError, match="both failed"):
         wrapper.get_random_bytes(4)
+
+
+@pytest.mark.parametrize("bias", [0.001, -0.2, 0.3])
+def test_alias_table_reproduces_the_tilted_probabilities_exactly(bias: float) -> None:
+    from qr_sampler.entropy.mock import _alias_table
+
+    probs = tilted_byte_probabilities(bias)
+    keep, alias = _alias_table(probs)
+    rebuilt = keep / 256
+    np.add.at(rebuilt, alias, (1 - keep) / 256)
+    np.testing.assert_allclose(rebuilt, probs, rtol=0, atol=1e-15)
