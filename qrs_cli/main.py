@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from qrs_cli import output
-from qrs_cli.commands import settings_cmd
+from qrs_cli.commands import demo_cmd, serve_entropy, settings_cmd
 from qrs_cli.errors import EXIT_FAILED, report_for
 
 app = typer.Typer(
@@ -48,7 +48,9 @@ def _root(
     """Deploy, probe and run the qr-sampler vLLM plugin."""
 
 
+demo_cmd.register(app)
 settings_cmd.register(app)
+serve_entropy.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
