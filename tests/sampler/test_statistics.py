@@ -1,10 +1,13 @@
-"""Statistical exactness. Seeds are fixed, so each test's outcome is deterministic; the bounds
-(p > 0.01) are the issue's, and a broken implementation fails them by many orders of magnitude
-(e.g. using 255/√12 for σ, or an off-by-one in the cdf search, gives p < 1e-6 here).
+"""Statistical exactness. Seeds are fixed (except for the OS source), so outcomes are
+deterministic; the bounds (p > 0.01) are the issue's. Gross errors (a wrong mean, a dropped
+top-p boundary token, an off-by-one in the cdf search) fail these by orders of magnitude; a
+subtle one such as σ = 255/√12 instead of √((256²−1)/12) (0.4 %) is below what 10,000 draws can
+see, so the exact formula is pinned separately against the scalar definition.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -113,3 +116,10 @@ def test_system_source_drives_varied_choices() -> None:
     batch = SamplingBatch.build([cfg])
     picks = [int(sampler.sample(logits.clone(), batch).token_ids[0]) for _ in range(300)]
     assert len(set(picks)) > 60  # 300 uniform draws over 100 tokens hit ~95 distinct ones
+
+
+def test_population_std_is_the_discrete_uniform_value() -> None:
+    assert UNIFORM_BYTE_STD == pytest.approx(np.arange(256).std(), rel=1e-15)
+    assert uniform_from_bytes(bytes([128]) * 100) == pytest.approx(
+        0.5 * (1 + math.erf(0.5 / (np.arange(256).std() / 10) / math.sqrt(2)))
+    )
