@@ -14,6 +14,8 @@ import typer
 
 from qrs_cli import output
 from qrs_cli.commands import demo_cmd, serve_entropy, settings_cmd
+from qrs_cli.commands import model as model_cmd
+from qrs_cli.commands import profile as profile_cmd
 from qrs_cli.errors import EXIT_FAILED, report_for
 
 app = typer.Typer(
@@ -50,6 +52,8 @@ def _root(
 
 demo_cmd.register(app)
 settings_cmd.register(app)
+model_cmd.register(app)
+profile_cmd.register(app)
 serve_entropy.register(app)
 
 

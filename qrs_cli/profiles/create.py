@@ -1,0 +1,141 @@
+"""Making a profile: request → answers → schema check → rendered files (→ atomic write).
+
+:func:`plan_profile` is the one code path behind ``qrs profile new`` and the shipped profiles
+(:mod:`qrs_cli.profiles.shipped`), so the committed ``deployments/`` folders are exactly what the
+command produces. Nothing is written until every answer passed the schemas.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from qrs_cli.profiles.answers import (
+    GRPC_SOURCE,
+    QUESTION_BY_NAME,
+    ProfileAnswers,
+    answers_from_profile,
+    check_answers,
+    parse_assignments,
+)
+from qrs_cli.profiles.discovery import ProjectLayout, check_name
+from qrs_cli.profiles.errors import ProfileError
+from qrs_cli.profiles.interview import (
+    API_KEY_QUESTION,
+    ENTROPY_SERVER_QUESTION,
+    Asker,
+    interview,
+)
+from qrs_cli.profiles.render import render_profile
+from qrs_cli.profiles.secrets_check import is_secret_key
+from qrs_cli.profiles.sources import load_sources, require_readable
+from qrs_cli.profiles.types import RenderedFile
+from qrs_cli.profiles.writer import refuse_existing, write_profile
+
+_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What the user asked for: flag answers by question name, and the other options."""
+
+    name: str
+    answers: Mapping[str, str] = field(default_factory=dict)
+    entropy_server: bool | None = None
+    from_profile: str = ""
+    assignments: tuple[str, ...] = ()
+    api_key_env: str = ""
+    force: bool = False
+    allow_template: bool = False
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """The files a request produces and where they go (``written`` is empty for a dry run)."""
+
+    name: str
+    folder: Path
+    answers: ProfileAnswers
+    files: tuple[RenderedFile, ...]
+    written: tuple[Path, ...] = ()
+
+
+def plan_profile(
+    layout: ProjectLayout,
+    request: ProfileRequest,
+    *,
+    asker: Asker | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ProfilePlan:
+    """Resolve the answers (flags > prompts > ``--from`` > defaults), check them, render."""
+    check_name(request.name, allow_template=request.allow_template)
+    refuse_existing(layout, request.name, force=request.force)
+    environ = os.environ if environ is None else environ
+    answers = _starting_point(layout, request)
+    if request.entropy_server is not None:
+        answers = answers.with_entropy_server(request.entropy_server)
+    for name, value in request.answers.items():
+        answers = answers.answer(QUESTION_BY_NAME[name], value)
+    for key, value in parse_assignments(list(request.assignments)):
+        if is_secret_key(key):
+            raise ProfileError(
+                f"{key} is a secret, and secrets never go into .env (it is meant for git)",
+                "use --api-key-env VAR for the API key; other secrets go into secrets.env",
+            )
+        answers = answers.set_key(key, value)
+    if request.api_key_env:
+        answers = replace(answers, api_key=_key_from_env(request.api_key_env, environ))
+    if asker is not None:
+        answered = frozenset(request.answers)
+        if request.entropy_server is not None:
+            answered |= {ENTROPY_SERVER_QUESTION}
+        if request.api_key_env:
+            answered |= {API_KEY_QUESTION}
+        answers = interview(answers, asker, answered)
+    if answers.api_key is not None and answers.source != GRPC_SOURCE:
+        raise ProfileError(
+            f"an API key only applies to QR_ENTROPY_SOURCE_TYPE={GRPC_SOURCE}",
+            f"add --source {GRPC_SOURCE}, or drop --api-key-env",
+        )
+    answers = answers.completed()
+    check_answers(answers)
+    return ProfilePlan(
+        request.name, layout.profile_dir(request.name), answers, tuple(render_profile(answers))
+    )
+
+
+def write_plan(layout: ProjectLayout, plan: ProfilePlan, *, force: bool) -> ProfilePlan:
+    """Write a plan's files atomically; return the plan with the written paths."""
+    written = write_profile(layout, plan.name, list(plan.files), force=force)
+    return replace(plan, written=tuple(written))
+
+
+def _starting_point(layout: ProjectLayout, request: ProfileRequest) -> ProfileAnswers:
+    if not request.from_profile:
+        return ProfileAnswers(name=request.name)
+    sources = load_sources(layout, request.from_profile, environ={})
+    require_readable(sources)
+    return answers_from_profile(sources, request.name)
+
+
+def _key_from_env(variable: str, environ: Mapping[str, str]) -> SecretStr:
+    """The API key from the named variable: keys never travel on a command line."""
+    # The messages never repeat ``variable``: users sometimes pass the key itself by mistake.
+    if not _VAR_RE.match(variable):
+        raise ProfileError(
+            "--api-key-env takes the NAME of an environment variable, not the key itself",
+            "export the key first, e.g. `read -rs QRS_KEY && export QRS_KEY`, then pass "
+            "--api-key-env QRS_KEY",
+        )
+    value = environ.get(variable, "")
+    if not value:
+        raise ProfileError(
+            "the variable named by --api-key-env is not set or is empty",
+            "export it first without echoing the key: `read -rs QRS_KEY && export QRS_KEY`",
+        )
+    return SecretStr(value)
