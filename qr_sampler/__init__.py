@@ -60,7 +60,26 @@ _EXPORTS = {
     "resolve_request_overrides": "qr_sampler.settings",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "EntropyBatch",
+    "EntropyBudgetExhaustedError",
+    "EntropyError",
+    "EntropySource",
+    "EntropyUnavailableError",
+    "QRSamplerError",
+    "RequestArgumentError",
+    "SamplingConfig",
+    "SettingProblem",
+    "Settings",
+    "SettingsError",
+    "TokenRecord",
+    "TokenSampler",
+    "__version__",
+    "available_source_names",
+    "build_entropy_source",
+    "load_settings",
+    "resolve_request_overrides",
+]
 
 
 def __getattr__(name: str) -> Any:

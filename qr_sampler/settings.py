@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qr_sampler.addresses import address_problem
 from qr_sampler.envfile import read_env_file
 from qr_sampler.errors import RequestArgumentError, SettingProblem, SettingsError
 from qr_sampler.types import UNIFORM_BYTE_STD
@@ -326,28 +327,6 @@ def cross_field_problems(s: Settings) -> list[SettingProblem]:
             )
         )
     return problems
-
-
-def address_problem(address: str) -> str:
-    """Return why a gRPC target address is malformed, or '' if it is fine."""
-    if address.startswith("unix:"):
-        path = address.removeprefix("unix://") if address.startswith("unix://") else address[5:]
-        return "" if path else "unix: address needs a socket path, e.g. unix:///run/qrng.sock"
-    if any(ch.isspace() for ch in address):
-        return "must not contain spaces"
-    if address.startswith("["):
-        host, sep, port = address[1:].partition("]:")
-        if not sep or not host:
-            return "an IPv6 address must look like [::1]:50051"
-    else:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host:
-            return "must be host:port, [ipv6]:port or unix:///path"
-        if ":" in host:
-            return "wrap an IPv6 address in brackets: [::1]:50051"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        return "port must be a number from 1 to 65535"
-    return ""
 
 
 # --- field metadata ---------------------------------------------------------------------------

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from qr_sampler.settings import setting_specs
-from qr_sampler.settings_reference import markdown_table
 from qrs_cli import output
 
 
@@ -17,6 +15,9 @@ def settings(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
 ) -> None:
     """List every QR_ setting: default, allowed values, per-request override, description."""
+    from qr_sampler.settings import setting_specs
+    from qr_sampler.settings_reference import markdown_table
+
     specs = setting_specs()
     if as_json:
         output.json_data([asdict(s) for s in specs])

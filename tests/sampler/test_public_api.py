@@ -67,3 +67,9 @@ def test_errors_form_the_documented_tree() -> None:
     assert issubclass(qr_sampler.EntropyBudgetExhaustedError, qr_sampler.EntropyError)
     for cls in (qr_sampler.SettingsError, qr_sampler.EntropyError):
         assert issubclass(cls, qr_sampler.QRSamplerError)
+
+
+def test_every_lazy_export_is_listed_in_all() -> None:
+    assert sorted(qr_sampler._EXPORTS) == sorted(
+        n for n in qr_sampler.__all__ if n != "__version__"
+    )
