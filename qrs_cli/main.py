@@ -14,9 +14,11 @@ import typer
 
 from qrs_cli import output
 from qrs_cli.commands import demo_cmd, serve_entropy, settings_cmd
+from qrs_cli.commands import doctor as doctor_cmd
 from qrs_cli.commands import model as model_cmd
 from qrs_cli.commands import probe as probe_cmd
 from qrs_cli.commands import profile as profile_cmd
+from qrs_cli.commands import up as up_cmd
 from qrs_cli.errors import EXIT_FAILED, report_for
 
 app = typer.Typer(
@@ -59,6 +61,8 @@ model_cmd.register(app)
 profile_cmd.register(app)
 probe_cmd.register(app)
 serve_entropy.register(app)
+up_cmd.register(app)
+doctor_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

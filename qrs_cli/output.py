@@ -48,3 +48,50 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+class StatusLine:
+    """A transient progress line on stderr, for waits that take seconds to minutes.
+
+    On a terminal (and without ``NO_COLOR``) the line is rewritten in place. Otherwise (logs,
+    CI, pipes) an update is printed as its own line only when its wording changes (digits are
+    ignored, so a ticking counter does not flood the log) or every ``every_s`` seconds, so
+    plain output still shows that something is happening without spinners.
+    """
+
+    def __init__(self, every_s: float = 15.0) -> None:
+        self._live = _use_color(sys.stderr)
+        self._every_s = every_s
+        self._shown = ""
+        self._last_at = 0.0
+
+    def update(self, text: str) -> None:
+        import time
+
+        if self._live:
+            width = max(20, _terminal_width() - 1)
+            sys.stderr.write("\r\033[K" + text[:width])
+            sys.stderr.flush()
+            self._shown = text
+            return
+        now = time.monotonic()
+        if _wording(text) != _wording(self._shown) or now - self._last_at >= self._every_s:
+            sys.stderr.write(text + "\n")
+            self._shown, self._last_at = text, now
+
+    def clear(self) -> None:
+        """Remove the live line (before a permanent line is printed)."""
+        if self._live and self._shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+        self._shown = "" if self._live else self._shown
+
+
+def _wording(text: str) -> str:
+    return "".join(ch for ch in text if not ch.isdigit())
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns

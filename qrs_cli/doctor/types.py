@@ -1,0 +1,106 @@
+"""Value types of ``qrs doctor``: one :class:`Check` per finding, grouped into categories.
+
+Plain frozen dataclasses so the human report, ``--json`` and the tests use the same data. A
+check's status is ``ok`` (✓), ``warn`` (! — something is missing or odd, but another way works)
+or ``error`` (✗ — this breaks the plugin or every way to run it); only errors make the doctor
+exit 1. Every non-ok check carries a hint saying how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "warn", "error"]
+MARKS: dict[Status, str] = {"ok": "✓", "warn": "!", "error": "✗"}
+_RANK: dict[Status, int] = {"ok": 0, "warn": 1, "error": 2}
+
+#: Categories in report order: key → title.
+CATEGORIES: dict[str, str] = {
+    "python": "Python & qr-sampler",
+    "vllm": "vLLM",
+    "docker": "Docker",
+    "gpu": "GPU",
+    "ports": "Ports",
+    "profiles": "Profiles",
+    "huggingface": "Hugging Face",
+    "disk": "Disk space",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: what was checked, the verdict, a fix hint when not ok, and details (-v)."""
+
+    category: str
+    name: str
+    status: Status
+    message: str
+    hint: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "message": self.message,
+                "hint": self.hint, "details": self.details}
+
+
+def ok(category: str, name: str, message: str, **details: Any) -> Check:
+    return Check(category, name, "ok", message, "", details)
+
+
+def warn(category: str, name: str, message: str, hint: str, **details: Any) -> Check:
+    return Check(category, name, "warn", message, hint, details)
+
+
+def error(category: str, name: str, message: str, hint: str, **details: Any) -> Check:
+    return Check(category, name, "error", message, hint, details)
+
+
+def worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=lambda s: _RANK[s], default="ok")
+
+
+@dataclass(frozen=True)
+class CategoryReport:
+    """The checks of one category and their combined verdict (the worst of them)."""
+
+    key: str
+    title: str
+    checks: tuple[Check, ...]
+
+    @property
+    def status(self) -> Status:
+        return worst([c.status for c in self.checks])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.key, "title": self.title, "status": self.status,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Every category, in order, and how long the doctor took."""
+
+    categories: tuple[CategoryReport, ...]
+    duration_s: float
+
+    @property
+    def checks(self) -> list[Check]:
+        return [c for cat in self.categories for c in cat.checks]
+
+    @property
+    def errors(self) -> int:
+        return sum(c.status == "error" for c in self.checks)
+
+    @property
+    def warnings(self) -> int:
+        return sum(c.status == "warn" for c in self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return self.errors == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "errors": self.errors, "warnings": self.warnings,
+                "duration_s": round(self.duration_s, 3),
+                "categories": [c.to_dict() for c in self.categories]}
