@@ -111,8 +111,17 @@ class TokenSampler:
         self.source = source
         self.recorder = recorder
 
-    def sample(self, logits: torch.Tensor, batch: SamplingBatch) -> StepResult:
-        """Choose and force a token for every row in ``batch.rows`` of ``logits`` [B, V]."""
+    def sample(
+        self,
+        logits: torch.Tensor,
+        batch: SamplingBatch,
+        output_index: Sequence[int] | None = None,
+    ) -> StepResult:
+        """Choose and force a token for every row in ``batch.rows`` of ``logits`` [B, V].
+
+        ``output_index[i]`` (optional, one per entry of ``batch.rows``) is how many tokens row
+        i's request had generated before this step; it goes into the records.
+        """
         if not batch.rows:
             return StepResult(
                 (), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64), None, ()
@@ -132,7 +141,9 @@ class TokenSampler:
 
         records: tuple[TokenRecord, ...] = ()
         if self.recorder is not None:
-            records = self._records(batch, candidates, selection, u, fetched, amplified)
+            records = self._records(
+                batch, candidates, selection, u, fetched, amplified, output_index
+            )
             self.recorder.record(records)
         return StepResult(batch.rows, selection.token_ids.cpu(), u, fetched, records)
 
@@ -149,9 +160,11 @@ class TokenSampler:
         u: torch.Tensor,
         fetched: EntropyBatch | None,
         amplified: Amplified | None,
+        output_index: Sequence[int] | None,
     ) -> tuple[TokenRecord, ...]:
         """One record per row; a handful of bulk ``tolist`` calls, no per-row device reads."""
         n = len(batch.rows)
+        positions = list(output_index) if output_index is not None else [-1] * n
         z = [0.0] * n
         means = [0.0] * n
         counts = [0] * n
@@ -194,6 +207,7 @@ class TokenSampler:
                 timestamp_ns=now,
                 config_hash=batch.configs[i].config_hash,
                 greedy=batch.configs[i].is_greedy,
+                output_index=positions[i],
             )
             for i in range(n)
         )

@@ -123,6 +123,11 @@ class TokenRecord:
     timestamp_ns: int
     config_hash: str
     greedy: bool = False
+    #: Position of this token in the request's output (0 = first generated token) when the
+    #: engine says, else -1. A sample vLLM discards (a partial chunked-prefill step) shares the
+    #: index of the token that follows it, so the last record per (request_id, output_index) is
+    #: the token the request really got.
+    output_index: int = -1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

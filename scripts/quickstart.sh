@@ -57,10 +57,12 @@ for _ in range(20):  # records are flushed once per engine step: allow a moment
             lines = [json.loads(line) for line in fh if line.strip()]
     except FileNotFoundError:
         lines = []
-    records = [r for r in lines if r["request_id"] == rid or r["request_id"].startswith(rid + "-")]
+    mine = [r for r in lines if r["request_id"] == rid or r["request_id"].startswith(rid + "-")]
+    # A sample vLLM discarded (chunked prefill) shares its output_index with the token that
+    # followed it: the last record per index is the token the answer really got.
+    by_index = {r["output_index"]: r for r in mine}
+    records = [by_index[i] for i in sorted(by_index)]
     if len(records) >= len(texts):
-        # Chunked prefill can add records for tokens vLLM discarded: the last N are the answer's.
-        records = records[-len(texts):] if texts else records
         break
     time.sleep(0.1)
 

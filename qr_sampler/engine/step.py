@@ -79,7 +79,7 @@ class EngineStep:
                 )
             if self.apply_penalties:
                 saved = self._penalize(logits, batch, layout)
-            self.sampler.sample(logits, batch)
+            self.sampler.sample(logits, batch, self._output_positions(layout, batch))
             self.steps += 1
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
@@ -93,6 +93,14 @@ class EngineStep:
             if batch is not None:
                 self._record_left_to_vllm(batch, reason)
         return logits
+
+    def _output_positions(self, layout: tuple[int, ...], batch: SamplingBatch) -> list[int]:
+        """Tokens each sampled row's request had generated before this step (V1's live output
+        list), or -1 where the interface does not give it (Model Runner V2)."""
+        return [
+            -1 if state.output_token_ids is None else len(state.output_token_ids)
+            for state in self.table.rows_of(layout, batch.rows)
+        ]
 
     def _penalize(
         self, logits: torch.Tensor, batch: SamplingBatch, layout: tuple[int, ...]

@@ -74,5 +74,7 @@ def test_sampled_tokens_match_the_diagnostics_records(
     tokens = body["choices"][0]["token_ids"]
     mine = [r for r in read_records(diagnostics) if r["request_id"] == body["id"]]
     assert [r["token_id"] for r in mine] == tokens
+    # Each record knows its place in the output (V1 passes the live output list).
+    assert [r["output_index"] for r in mine] == list(range(len(tokens)))
     assert all(r["source"] == "quantum_grpc" and not r["fallback"] for r in mine)
     assert all(0 < r["u"] < 1 and r["temperature"] == 0.8 for r in mine)

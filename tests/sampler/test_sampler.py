@@ -156,3 +156,12 @@ def test_summary_log_lines_are_periodic(caplog: pytest.LogCaptureFixture) -> Non
         for _ in range(6):
             sampler.sample(_logits(4), batch)
     assert sum("tokens" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_records_carry_the_output_index_when_given() -> None:
+    recorder = TokenRecorder(log_level="none")
+    sampler = TokenSampler(CountingSource(), recorder)
+    batch = SamplingBatch.build([SamplingConfig(), SamplingConfig()], ["a", "b"])
+    sampler.sample(_logits(2), batch, output_index=[0, 7])
+    sampler.sample(_logits(2), batch)
+    assert [r.output_index for r in recorder.recent()] == [0, 7, -1, -1]
