@@ -46,7 +46,6 @@ class TokenRecorder:
         self.file_error = ""
         self.total = 0
         self.fallback_total = 0
-        self._u_sum = 0.0
         self._since_summary = 0
 
     @classmethod
@@ -61,7 +60,6 @@ class TokenRecorder:
             self._recent.extend(records)
             self.total += len(records)
             self.fallback_total += sum(r.fallback for r in records)
-            self._u_sum += sum(r.u for r in records if not r.greedy)
             self._since_summary += len(records)
             if self.path is not None and not self.file_error:
                 self._write(records)

@@ -45,7 +45,6 @@ class SelectionParams:
     edt_min: torch.Tensor  # float64 [R]
     edt_max: torch.Tensor  # float64 [R]
     top_k: torch.Tensor  # int64 [R], 0 = off
-    top_p: torch.Tensor  # float64 [R]
     top_p_cut: torch.Tensor  # float64 [R]: top_p, or +inf where top_p = 1 (no cut, no rounding)
     min_p: torch.Tensor  # float64 [R]
     greedy: torch.Tensor  # bool [R]
@@ -95,7 +94,6 @@ class SelectionParams:
             edt_min=f64([c.edt_min_temp for c in configs]),
             edt_max=f64([c.edt_max_temp for c in configs]),
             top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-            top_p=f64([c.top_p for c in configs]),
             top_p_cut=f64([c.top_p if c.top_p < 1 else math.inf for c in configs]),
             min_p=f64([c.min_p for c in configs]),
             greedy=flag(greedy),

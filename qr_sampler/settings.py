@@ -262,10 +262,6 @@ class Settings(BaseSettings):
             raise _CrossFieldError(problems)
         return self
 
-    def per_request_view(self) -> dict[str, Any]:
-        """The values of the fields a request may override, keyed by field name."""
-        return {name: getattr(self, name) for name in per_request_fields()}
-
 
 class _CrossFieldError(ValueError):
     """Carries structured problems through pydantic's ValidationError (ctx['error'])."""
@@ -422,12 +418,12 @@ def allowed_text(f: FieldInfo) -> str:
         return f"{kind} {'≤' if hi_incl else '<'} {upper}"
     if kind:
         return kind
-    if name_is_optional_int(ann):
+    if _is_optional_int(ann):
         return "an integer, or empty"
     return "text"
 
 
-def name_is_optional_int(ann: Any) -> bool:
+def _is_optional_int(ann: Any) -> bool:
     return set(get_args(ann)) == {int, type(None)}
 
 
@@ -604,7 +600,7 @@ def _type_name(f: FieldInfo) -> str:
         return "enum"
     if ann is SecretStr:
         return "secret"
-    if name_is_optional_int(ann):
+    if _is_optional_int(ann):
         return "int?"
     return getattr(ann, "__name__", str(ann))
 
