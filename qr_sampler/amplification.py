@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qr_sampler.types import UNIFORM_BYTE_STD
+
 #: Largest row length whose byte sum fits an int32 (255 · n < 2³¹): beyond it sums use int64.
 _INT32_SAFE_COUNT = (2**31 - 1) // 255
 _SQRT2 = math.sqrt(2.0)
@@ -79,7 +81,7 @@ def uniform_from_bytes(
     definition (tests compare the two)."""
     if not data:
         raise ValueError("need at least one byte")
-    std = math.sqrt((256**2 - 1) / 12) if std is None else std
+    std = UNIFORM_BYTE_STD if std is None else std
     z = (sum(data) / len(data) - mean) / (std / math.sqrt(len(data)))
     u = 0.5 * math.erfc(-z / _SQRT2)
     return min(max(u, epsilon), 1.0 - epsilon)

@@ -61,11 +61,15 @@ class TokenRecorder:
             self.total += len(records)
             self.fallback_total += sum(r.fallback for r in records)
             self._since_summary += len(records)
-            if self.path is not None and not self.file_error:
-                self._write(records)
-            if self.log_level == "full":
-                for r in records:
-                    logger.info("token %s", json.dumps(r.to_dict(), separators=(",", ":")))
+            to_file = self.path is not None and not self.file_error
+            full = self.log_level == "full"
+            # Serialise once for both sinks.
+            lines = [_json_line(r) for r in records] if to_file or full else []
+            if to_file:
+                self._write(lines)
+            if full:
+                for line in lines:
+                    logger.info("token %s", line)
             elif self.log_level == "summary" and self._since_summary >= self.summary_every:
                 self._since_summary = 0
                 logger.info(
@@ -94,18 +98,20 @@ class TokenRecorder:
                 self._file.close()
                 self._file = None
 
-    def _write(self, records: Sequence[TokenRecord]) -> None:
+    def _write(self, lines: Sequence[str]) -> None:
         assert self.path is not None
         try:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(
-                "".join(json.dumps(r.to_dict(), separators=(",", ":")) + "\n" for r in records)
-            )
+            self._file.write("".join(line + "\n" for line in lines))
             self._file.flush()
         except OSError as exc:
             self.file_error = f"{type(exc).__name__}: {exc.strerror or exc}"
             logger.error(
                 "diagnostics file %s disabled after a write error: %s", self.path, self.file_error
             )
+
+
+def _json_line(record: TokenRecord) -> str:
+    return json.dumps(record.to_dict(), separators=(",", ":"))

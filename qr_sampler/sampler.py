@@ -28,8 +28,6 @@ from qr_sampler.amplification import Amplified, amplify
 from qr_sampler.diagnostics import TokenRecorder
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.selection import (
-    Candidates,
-    Selection,
     SelectionParams,
     choose,
     force_tokens,
@@ -139,13 +137,16 @@ class TokenSampler:
         selection = choose(candidates, u.to(sub.device))
         force_tokens(logits, selection.token_ids, batch.row_index)
 
-        records: tuple[TokenRecord, ...] = ()
-        if self.recorder is not None:
-            records = self._records(
-                batch, candidates, selection, u, fetched, amplified, output_index
-            )
-            self.recorder.record(records)
-        return StepResult(batch.rows, selection.token_ids.cpu(), u, fetched, records)
+        if self.recorder is None:
+            return StepResult(batch.rows, selection.token_ids.cpu(), u, fetched, ())
+        # Two device-to-host copies per step for everything the records need.
+        ints = torch.stack([selection.token_ids, selection.ranks, candidates.num_kept]).cpu()
+        floats = torch.stack(
+            [selection.probs, candidates.temperature.to(selection.probs), candidates.entropy()]
+        ).cpu()
+        records = self._records(batch, ints, floats, u, fetched, amplified, output_index)
+        self.recorder.record(records)
+        return StepResult(batch.rows, ints[0], u, fetched, records)
 
     def close(self) -> None:
         self.source.close()
@@ -155,14 +156,15 @@ class TokenSampler:
     @staticmethod
     def _records(
         batch: SamplingBatch,
-        candidates: Candidates,
-        selection: Selection,
+        ints: torch.Tensor,
+        floats: torch.Tensor,
         u: torch.Tensor,
         fetched: EntropyBatch | None,
         amplified: Amplified | None,
         output_index: Sequence[int] | None,
     ) -> tuple[TokenRecord, ...]:
-        """One record per row; a handful of bulk ``tolist`` calls, no per-row device reads."""
+        """One record per row from CPU tensors: ``ints`` [3, R] = token id, rank, candidates;
+        ``floats`` [3, R] = probability, temperature, entropy."""
         n = len(batch.rows)
         positions = list(output_index) if output_index is not None else [-1] * n
         z = [0.0] * n
@@ -177,11 +179,8 @@ class TokenSampler:
                 strict=True,
             ):
                 z[j], means[j], counts[j] = zj, mj, cj
-        token_ids = selection.token_ids.tolist()
-        ranks = selection.ranks.tolist()
-        probs = selection.probs.tolist()
-        num_kept = candidates.num_kept.tolist()
-        temps, ents = candidates.temperature.tolist(), candidates.entropy().tolist()
+        token_ids, ranks, num_kept = ints.tolist()
+        probs, temps, ents = floats.tolist()
         us = u.tolist()
         now = time.time_ns()
         src = fetched or EntropyBatch(data=b"", counts=(), source="none")

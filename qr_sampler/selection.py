@@ -119,7 +119,6 @@ class Candidates:
     cdf: torch.Tensor  # float64 [R, K]
     num_kept: torch.Tensor  # int64 [R]
     temperature: torch.Tensor  # float64 [R] (0 for greedy rows)
-    greedy: torch.Tensor  # bool [R]
     edt_entropy: torch.Tensor | None  # float64 [R] when any row uses EDT
     edt: torch.Tensor  # bool [R]
 
@@ -228,10 +227,10 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
         probs = probs * (mass_before < params.top_p_cut.unsqueeze(1))  # first is always kept
         probs = probs / probs.sum(dim=1, keepdim=True)
     if params.any_greedy:
-        # Greedy rows: all mass on the argmax, so the record shows probability 1.
-        one_hot = torch.zeros_like(probs)
-        one_hot[:, 0] = 1.0
-        probs = torch.where(params.greedy.unsqueeze(1), one_hot, probs)
+        # Greedy rows: all mass on the argmax (the record shows probability 1, and the cdf is 1
+        # from the first candidate on, so any u picks it).
+        probs = probs.masked_fill(params.greedy.unsqueeze(1), 0.0)
+        probs[:, 0].masked_fill_(params.greedy, 1.0)  # in place on the fresh masked copy
         temperature = torch.where(params.greedy, 0.0, temperature)
     return Candidates(
         token_ids=token_ids,
@@ -241,7 +240,6 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
         # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
         num_kept=torch.count_nonzero(probs, dim=1).clamp_(min=1),
         temperature=temperature,
-        greedy=params.greedy,
         edt_entropy=edt_entropy,
         edt=params.edt,
     )
@@ -252,7 +250,6 @@ def choose(candidates: Candidates, u: torch.Tensor) -> Selection:
     position = torch.searchsorted(candidates.cdf, u.unsqueeze(1).to(candidates.cdf.dtype))
     # Rounding can leave the last cdf a hair below u: clamp to the last kept candidate.
     position = torch.minimum(position.squeeze(1), candidates.num_kept - 1).clamp(min=0)
-    position = torch.where(candidates.greedy, torch.zeros_like(position), position)
     pos2 = position.unsqueeze(1)
     return Selection(
         token_ids=candidates.token_ids.gather(1, pos2).squeeze(1),
