@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -110,8 +109,10 @@ def option_help(name: str) -> str:
 
 def api_key_from_env(variable: str) -> SecretStr:
     """Read the API key from the named environment variable (keys never go on a command line)."""
-    value = os.environ.get(variable, "")
-    if not value:
-        raise EntropyServerError(f"environment variable {variable} is not set or empty",
-                                 hint=f"export {variable}=<key> before starting the server")
-    return SecretStr(value)
+    from qr_sampler.envkeys import ApiKeyVariableError
+    from qr_sampler.envkeys import api_key_from_env as read_key
+
+    try:
+        return SecretStr(read_key(variable))
+    except ApiKeyVariableError as exc:
+        raise EntropyServerError(exc.message, hint=exc.hint) from None

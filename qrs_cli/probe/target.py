@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
+from qr_sampler.envkeys import ApiKeyVariableError, api_key_from_env
 from qr_sampler.errors import SettingsError
 from qr_sampler.settings import ENV_PREFIX, Settings, settings_from_mapping
 from qrs_cli.probe.errors import ProbeError
@@ -44,7 +45,6 @@ FLAG_KEYS = {
     "--api-key-env": "QR_GRPC_API_KEY",
 }
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
-_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _HEADER_RE = re.compile(r"^[0-9a-z_.\-]+$")
 
 
@@ -205,20 +205,11 @@ def _check_readable(settings: Settings) -> None:
 
 
 def _key_from_env(variable: str, environ: Mapping[str, str]) -> str:
-    """The API key from the named variable (keys never travel on a command line).
-
-    The messages never repeat ``variable``: users sometimes pass the key itself by mistake.
-    """
-    if not _VAR_RE.match(variable):
-        raise ProbeError("--api-key-env takes the NAME of an environment variable, not the key",
-                         "export the key first, e.g. `read -rs QRS_KEY && export QRS_KEY`, then "
-                         "pass --api-key-env QRS_KEY")
-    value = environ.get(variable, "")
-    if not value:
-        raise ProbeError("the variable named by --api-key-env is not set or is empty",
-                         "export it first without echoing the key: "
-                         "`read -rs QRS_KEY && export QRS_KEY`")
-    return value
+    """The API key from the named variable (keys never travel on a command line)."""
+    try:
+        return api_key_from_env(variable, environ)
+    except ApiKeyVariableError as exc:
+        raise ProbeError(exc.message, exc.hint) from None
 
 
 def _parse_headers(raw: tuple[str, ...], key_header: str) -> tuple[tuple[str, SecretStr], ...]:

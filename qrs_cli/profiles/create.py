@@ -8,13 +8,13 @@ command produces. Nothing is written until every answer passed the schemas.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from qr_sampler.envkeys import ApiKeyVariableError, api_key_from_env
 from qrs_cli.profiles.answers import (
     GRPC_SOURCE,
     QUESTION_BY_NAME,
@@ -36,8 +36,6 @@ from qrs_cli.profiles.secrets_check import is_secret_key
 from qrs_cli.profiles.sources import load_sources, require_readable
 from qrs_cli.profiles.types import RenderedFile
 from qrs_cli.profiles.writer import refuse_existing, write_profile
-
-_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -125,17 +123,7 @@ def _starting_point(layout: ProjectLayout, request: ProfileRequest) -> ProfileAn
 
 def _key_from_env(variable: str, environ: Mapping[str, str]) -> SecretStr:
     """The API key from the named variable: keys never travel on a command line."""
-    # The messages never repeat ``variable``: users sometimes pass the key itself by mistake.
-    if not _VAR_RE.match(variable):
-        raise ProfileError(
-            "--api-key-env takes the NAME of an environment variable, not the key itself",
-            "export the key first, e.g. `read -rs QRS_KEY && export QRS_KEY`, then pass "
-            "--api-key-env QRS_KEY",
-        )
-    value = environ.get(variable, "")
-    if not value:
-        raise ProfileError(
-            "the variable named by --api-key-env is not set or is empty",
-            "export it first without echoing the key: `read -rs QRS_KEY && export QRS_KEY`",
-        )
-    return SecretStr(value)
+    try:
+        return SecretStr(api_key_from_env(variable, environ))
+    except ApiKeyVariableError as exc:
+        raise ProfileError(exc.message, exc.hint) from None
