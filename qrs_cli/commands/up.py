@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from qrs_cli import output
-from qrs_cli.errors import EXIT_FAILED
+from qrs_cli.errors import EXIT_FAILED, CLIError
 
 if TYPE_CHECKING:
     from qrs_cli.runtime import LaunchPlan, StackStatus, UpResult
@@ -246,7 +246,14 @@ def logs(
     source = log_source(profile, service=service, tail=tail, follow=follow)
     try:
         if source.argv:
-            code = subprocess.run(list(source.argv), check=False).returncode
+            from qrs_cli.profiles.compose import compose_env
+
+            try:
+                code = subprocess.run(list(source.argv), check=False, env=compose_env()).returncode
+            except OSError as exc:
+                raise CLIError(f"cannot run {source.argv[0]}: {exc.strerror or exc}",
+                               "install Compose v2: pip install 'qr-sampler[compose]'",
+                               exit_code=EXIT_FAILED) from None
             if code:
                 raise typer.Exit(code)
             return

@@ -99,6 +99,12 @@ def _v2_version(argv: tuple[str, ...]) -> str:
     return version if proc.returncode == 0 and version[:1].isdigit() and version[0] != "1" else ""
 
 
+def compose_env() -> dict[str, str]:
+    """The process environment without COMPOSE_* variables, which would change which files
+    and project Compose uses: every Compose call runs with this."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+
+
 def compose_files(layout: ProjectLayout, folder: Path) -> list[Path]:
     """Base file, then the profile's override when it has one (Compose's merge order)."""
     override = folder / OVERRIDE_FILE
@@ -142,7 +148,7 @@ def check_compose(
         return findings, tool.label if tool else "YAML parser"
     if tool is None:
         return _structural(layout, folder), "compose-spec schema (structural only)"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env = compose_env()
     argv = compose_argv(tool, layout, folder)
     try:
         proc = subprocess.run(

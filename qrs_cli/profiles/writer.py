@@ -58,7 +58,7 @@ def _create(layout: ProjectLayout, folder: Path, files: list[RenderedFile]) -> l
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=layout.deployments))
     try:
         for f in files:
-            _atomic_write(staging / f.name, f.content, secret=f.secret)
+            atomic_write(staging / f.name, f.content, secret=f.secret)
         staging.chmod(DIR_MODE)  # mkdtemp makes it 0700
         staging.rename(folder)
     except BaseException:
@@ -71,7 +71,7 @@ def _overwrite(folder: Path, files: list[RenderedFile]) -> list[Path]:
     written = []
     for f in files:
         path = folder / f.name
-        _atomic_write(path, f.content, secret=f.secret)
+        atomic_write(path, f.content, secret=f.secret)
         written.append(path)
     stale = folder / OVERRIDE_FILE
     if OVERRIDE_FILE not in {f.name for f in files} and stale.is_file():
@@ -79,7 +79,9 @@ def _overwrite(folder: Path, files: list[RenderedFile]) -> list[Path]:
     return written
 
 
-def _atomic_write(path: Path, content: str, *, secret: bool) -> None:
+def atomic_write(path: Path, content: str, *, secret: bool) -> None:
+    """Write ``content`` to ``path`` all at once (temp file, fsync, rename); mode 0600 when
+    ``secret``. A crash or Ctrl-C leaves the old file and no temp file behind."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:

@@ -22,7 +22,13 @@ import threading
 import time
 from typing import Any
 
-from qrs_cli.profiles.compose import ComposeTool, compose_files, env_files, find_compose
+from qrs_cli.profiles.compose import (
+    ComposeTool,
+    compose_env,
+    compose_files,
+    env_files,
+    find_compose,
+)
 from qrs_cli.runtime import health
 from qrs_cli.runtime.errors import LaunchError
 from qrs_cli.runtime.native import ENTROPY_SERVICE, VLLM_SERVICE, client_host
@@ -223,7 +229,7 @@ def _show(reporter: Reporter, title: str, lines: list[str]) -> None:
 
 
 def _run(argv: list[str], timeout_s: float = _CALL_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env = compose_env()
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
                               check=False, env=env, stdin=subprocess.DEVNULL)

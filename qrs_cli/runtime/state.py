@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qrs_cli.profiles.writer import atomic_write
 from qrs_cli.runtime.errors import LaunchError
 from qrs_cli.runtime.types import ReadinessCheck, RuntimeName
 
@@ -38,6 +38,12 @@ def state_root() -> Path:
 
 
 def profile_state_dir(profile: str) -> Path:
+    """``state_root()/profile``; a name with a path in it would reach outside that folder."""
+    from qrs_cli.profiles.discovery import name_problem
+
+    problem = name_problem(profile, allow_template=True)
+    if problem:
+        raise LaunchError(problem, "name a profile folder, e.g. `qrs status urandom`")
     return state_root() / profile
 
 
@@ -92,15 +98,9 @@ def write_state(state: StackState) -> Path:
     folder = state.state_dir
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / STATE_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
+        atomic_write(target, json.dumps(state.to_json(), indent=2) + "\n", secret=True)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise LaunchError(
             f"cannot write {target}: {exc.strerror or exc}",
             f"check that {folder} is writable, or set {STATE_DIR_VAR} to another folder",

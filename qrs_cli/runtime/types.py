@@ -60,7 +60,12 @@ class Step:
     log: str = ""
 
     def shown_env(self) -> list[tuple[str, str]]:
-        return [(k, MASK if k in SECRET_KEYS and v else v) for k, v in self.env]
+        # The profile code's rule (schema secrets, tokens, *_KEY/_SECRET names), not a fixed list:
+        # every QR_* key of secrets.env reaches a step's environment.
+        from qrs_cli.profiles.secrets_check import is_secret_key
+
+        return [(k, MASK if v and (k in SECRET_KEYS or is_secret_key(k)) else v)
+                for k, v in self.env]
 
     def shell(self) -> str:
         """A shell line that does what this step does (secrets masked), for ``--dry-run``."""
