@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from qrs_cli.errors import EXIT_USAGE
 from qrs_cli.profiles.writer import atomic_write
 from qrs_cli.runtime.errors import LaunchError
 from qrs_cli.runtime.types import ReadinessCheck, RuntimeName
@@ -43,7 +44,8 @@ def profile_state_dir(profile: str) -> Path:
 
     problem = name_problem(profile, allow_template=True)
     if problem:
-        raise LaunchError(problem, "name a profile folder, e.g. `qrs status urandom`")
+        raise LaunchError(problem, "name a profile folder, e.g. `qrs status urandom`",
+                          exit_code=EXIT_USAGE)
     return state_root() / profile
 
 

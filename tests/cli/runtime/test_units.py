@@ -119,3 +119,20 @@ def test_commands_import_no_heavy_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc", "a/b", ".."])
+def test_a_path_is_not_a_profile_name_for_the_state_dir(name: str, state_dir: Path) -> None:
+    from qrs_cli.runtime.state import profile_state_dir
+
+    with pytest.raises(LaunchError, match="is a path") as info:
+        profile_state_dir(name)
+    assert info.value.exit_code == 2
+
+
+def test_dry_run_environment_masks_every_secret_looking_key() -> None:
+    step = Step("vllm", ("python",), env=(("QR_GRPC_API_KEY", "k1"), ("QR_X_TOKEN", "k2"),
+                                          ("QR_TOP_K", "5")))
+    shown = dict(step.shown_env())
+    assert shown == {"QR_GRPC_API_KEY": "****", "QR_X_TOKEN": "****", "QR_TOP_K": "5"}
+    assert "k1" not in step.shell() and "k2" not in step.shell()
