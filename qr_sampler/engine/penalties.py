@@ -10,33 +10,59 @@ processors, so its adapter does not use this module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from qr_sampler.engine.requests import RequestState
 
 
-def penalize_rows(logits: torch.Tensor, states: Sequence[RequestState]) -> torch.Tensor:
-    """Apply each row's penalties in place to ``logits`` [R, V] (row i ↔ ``states[i]``)."""
+@dataclass(frozen=True)
+class PenaltyPlan:
+    """What stays fixed while the batch composition does not: which logits rows have penalties,
+    their requests, padded prompts and penalty values. Only the output lists change per step."""
+
+    index: torch.Tensor  # int64 [P]: logits rows with any penalty
+    states: tuple[RequestState, ...]  # [P]
+    prompt: torch.Tensor  # int64 [P, L], padded with the vocabulary size
+    presence: torch.Tensor  # [P], logits dtype
+    frequency: torch.Tensor
+    repetition: torch.Tensor
+
+
+def plan_penalties(
+    rows: Sequence[int], states: Sequence[RequestState], logits: torch.Tensor
+) -> PenaltyPlan | None:
+    """The plan for the penalized rows among ``rows`` (None when no row has a penalty)."""
+    picked = [(row, s) for row, s in zip(rows, states, strict=True) if s.penalized]
+    if not picked:
+        return None
+    device, dtype, vocab = logits.device, logits.dtype, logits.shape[1]
+    chosen = tuple(s for _, s in picked)
+
+    def per_row(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, device=device)
+
+    return PenaltyPlan(
+        index=torch.tensor([row for row, _ in picked], dtype=torch.int64, device=device),
+        states=chosen,
+        prompt=_padded([s.prompt_token_ids for s in chosen], vocab, device),
+        presence=per_row([s.presence_penalty for s in chosen]),
+        frequency=per_row([s.frequency_penalty for s in chosen]),
+        repetition=per_row([s.repetition_penalty for s in chosen]),
+    )
+
+
+def penalize_rows(logits: torch.Tensor, plan: PenaltyPlan) -> torch.Tensor:
+    """Apply the plan's penalties to ``logits`` [P, V] (row i ↔ ``plan.states[i]``), in place."""
     from vllm.model_executor.layers.utils import apply_penalties
 
     vocab = logits.shape[1]
-    device = logits.device
-    prompt = _padded([s.prompt_token_ids for s in states], vocab, device)
-    output = _padded([tuple(s.output_token_ids or ()) for s in states], vocab, device)
+    output = _padded([tuple(s.output_token_ids or ()) for s in plan.states], vocab, logits.device)
     # Async scheduling may leave -1 placeholders in output lists: map them to the pad bin.
     output.masked_fill_(output < 0, vocab)  # in place on our own fresh tensor
-
-    def per_row(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=logits.dtype, device=device)
-
     result: torch.Tensor = apply_penalties(
-        logits,
-        prompt,
-        output,
-        per_row([s.presence_penalty for s in states]),
-        per_row([s.frequency_penalty for s in states]),
-        per_row([s.repetition_penalty for s in states]),
+        logits, plan.prompt, output, plan.presence, plan.frequency, plan.repetition
     )
     return result
 

@@ -166,6 +166,10 @@ def resolve_config(params: Any, base: Settings) -> SamplingConfig:
     return SamplingConfig.from_settings(base, values)
 
 
+#: The state of a row left to vLLM's own sampling (its request could not be resolved).
+LEFT_TO_VLLM = RequestState(request_id="", config=SamplingConfig(bypass=True))
+
+
 def request_state(
     params: Any,
     base: Settings,

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qr_sampler.engine.requests import RequestState
+from qr_sampler.engine.requests import LEFT_TO_VLLM, RequestState
 from qr_sampler.types import SamplingConfig
 
 #: The config of a row that belongs to no known request: left to vLLM, never forced.
-_UNKNOWN_ROW = SamplingConfig(bypass=True)
+_UNKNOWN_ROW = LEFT_TO_VLLM.config
 
 #: Name of ``MoveDirectionality.SWAP`` (compared by name so this module needs no vLLM import).
 _SWAP = "SWAP"

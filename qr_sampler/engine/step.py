@@ -19,11 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from qr_sampler.diagnostics import TokenRecorder
-from qr_sampler.engine.requests import RequestState
+from qr_sampler.engine.penalties import PenaltyPlan, penalize_rows, plan_penalties
+from qr_sampler.engine.requests import LEFT_TO_VLLM, RequestState, request_state
 from qr_sampler.engine.rows import RowTable
 from qr_sampler.entropy.registry import build_entropy_source
 from qr_sampler.sampler import SamplingBatch, TokenSampler
@@ -31,6 +34,23 @@ from qr_sampler.settings import Settings
 from qr_sampler.types import SamplingConfig, TokenRecord
 
 logger = logging.getLogger("qr_sampler.engine")
+
+
+@dataclass(frozen=True)
+class _BatchView:
+    """The request states of a cached batch's sampled rows, and its penalty plan (V1)."""
+
+    batch: SamplingBatch
+    states: tuple[RequestState, ...]  # one per entry of batch.rows
+    penalties: PenaltyPlan | None
+    tracks_output: bool  # some row has vLLM's live output list (V1); none do under V2
+
+    def output_positions(self) -> list[int] | None:
+        """Tokens each row's request had generated before this step (-1: unknown); None when
+        no row has an output list, so nothing is computed per step under Model Runner V2."""
+        if not self.tracks_output:
+            return None
+        return [-1 if s.output_token_ids is None else len(s.output_token_ids) for s in self.states]
 
 
 class EngineStep:
@@ -52,6 +72,7 @@ class EngineStep:
         self.steps = 0
         self.errors = 0
         self._logged: set[str] = set()
+        self._view: _BatchView | None = None
 
     def _build_batch(
         self, configs: Sequence[SamplingConfig], ids: Sequence[str], total: int
@@ -77,9 +98,10 @@ class EngineStep:
                     "some logits rows belong to no request this processor knows; "
                     "they are left to vLLM's sampling",
                 )
-            if self.apply_penalties:
-                saved = self._penalize(logits, batch, layout)
-            self.sampler.sample(logits, batch, self._output_positions(layout, batch))
+            view = self._view_of(batch, layout, logits)
+            if view.penalties is not None:
+                saved = self._penalize(logits, view.penalties)
+            self.sampler.sample(logits, batch, view.output_positions())
             self.steps += 1
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
@@ -94,29 +116,35 @@ class EngineStep:
                 self._record_left_to_vllm(batch, reason)
         return logits
 
-    def _output_positions(self, layout: tuple[int, ...], batch: SamplingBatch) -> list[int]:
-        """Tokens each sampled row's request had generated before this step (V1's live output
-        list), or -1 where the interface does not give it (Model Runner V2)."""
-        return [
-            -1 if state.output_token_ids is None else len(state.output_token_ids)
-            for state in self.table.rows_of(layout, batch.rows)
-        ]
+    def request_state(
+        self, params: Any, prompt_ids: list[int] | None = None, output_ids: list[int] | None = None
+    ) -> RequestState:
+        """The state an adapter keeps for a new request; on any error, a row left to vLLM."""
+        try:
+            return request_state(params, self.settings, prompt_ids, output_ids)
+        except Exception as exc:  # validate_params should have refused it; leave it to vLLM
+            self.log_once("request", f"request left to vLLM's sampling: {exc}")
+            return LEFT_TO_VLLM
+
+    def _view_of(
+        self, batch: SamplingBatch, layout: tuple[int, ...], logits: torch.Tensor
+    ) -> _BatchView:
+        """Per-batch facts, computed once per batch composition (the table caches ``batch``)."""
+        if self._view is None or self._view.batch is not batch:
+            states = tuple(self.table.rows_of(layout, batch.rows))
+            penalties = plan_penalties(batch.rows, states, logits) if self.apply_penalties else None
+            tracks_output = any(s.output_token_ids is not None for s in states)
+            self._view = _BatchView(batch, states, penalties, tracks_output)
+        return self._view
 
     def _penalize(
-        self, logits: torch.Tensor, batch: SamplingBatch, layout: tuple[int, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Apply vLLM's penalties to the sampled rows that have any; return what to restore."""
-        states = self.table.rows_of(layout, batch.rows)
-        picked = [(row, s) for row, s in zip(batch.rows, states, strict=True) if s.penalized]
-        if not picked:
-            return None
-        from qr_sampler.engine.penalties import penalize_rows
-
-        index = torch.tensor([row for row, _ in picked], dtype=torch.int64, device=logits.device)
-        original = logits.index_select(0, index)
-        penalized = penalize_rows(original.clone(), [s for _, s in picked])
-        logits.index_copy_(0, index, penalized)  # in place: the sampler reads these rows
-        return index, original
+        self, logits: torch.Tensor, plan: PenaltyPlan
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply vLLM's penalties to the plan's rows; return what to restore on failure."""
+        original = logits.index_select(0, plan.index)
+        penalized = penalize_rows(original.clone(), plan)
+        logits.index_copy_(0, plan.index, penalized)  # in place: the sampler reads these rows
+        return plan.index, original
 
     def _record_left_to_vllm(self, batch: SamplingBatch, reason: str) -> None:
         now = time.time_ns()

@@ -17,14 +17,12 @@ from one thread. Guarantees: ``update_state`` and ``apply`` never raise.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
-from qr_sampler.engine import requests as _requests
-from qr_sampler.engine.requests import RequestState
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
@@ -32,15 +30,10 @@ from qr_sampler.engine.runtime import (
     validate_and_stamp,
 )
 from qr_sampler.engine.step import EngineStep
-from qr_sampler.settings import Settings
-from qr_sampler.types import SamplingConfig
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
     from vllm.sampling_params import SamplingParams
-
-#: A row whose request could not be resolved (should not happen: validate_params ran first).
-_LEFT_TO_VLLM = RequestState(request_id="", config=SamplingConfig(bypass=True))
 
 
 class QRSamplerV1Processor(V1LogitsProcessor):
@@ -64,9 +57,8 @@ class QRSamplerV1Processor(V1LogitsProcessor):
         if batch_update is None:
             return
         try:
-            settings = self.step.settings
             added = [
-                (index, _state_or_bypass(params, settings, prompt_ids, output_ids, self.step))
+                (index, self.step.request_state(params, prompt_ids, output_ids))
                 for index, params, prompt_ids, output_ids in batch_update.added
             ]
             self.step.table.apply_batch_update(
@@ -78,20 +70,6 @@ class QRSamplerV1Processor(V1LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return self.step.run(logits, _identity_layout(logits.shape[0]))
-
-
-def _state_or_bypass(
-    params: Any,
-    settings: Settings,
-    prompt_ids: list[int] | None,
-    output_ids: list[int] | None,
-    step: EngineStep,
-) -> RequestState:
-    try:
-        return _requests.request_state(params, settings, prompt_ids, output_ids)
-    except Exception as exc:  # validate_params should have refused it; leave it to vLLM
-        step.log_once("request", f"request left to vLLM's sampling: {exc}")
-        return _LEFT_TO_VLLM
 
 
 _LAYOUTS: dict[int, tuple[int, ...]] = {}

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2LogitsProcessor
 
-from qr_sampler.engine.requests import RequestState, request_state
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
@@ -28,7 +27,6 @@ from qr_sampler.engine.runtime import (
     validate_and_stamp,
 )
 from qr_sampler.engine.step import EngineStep
-from qr_sampler.types import SamplingConfig
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -37,8 +35,6 @@ if TYPE_CHECKING:
         LogitsContext,
         LogitsProcRequestState,
     )
-
-_BYPASS = SamplingConfig(bypass=True)
 
 
 class QRSamplerV2Processor(V2LogitsProcessor):
@@ -56,11 +52,7 @@ class QRSamplerV2Processor(V2LogitsProcessor):
         validate_and_stamp(sampling_params)
 
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
-        try:
-            state = request_state(sampling_params, self.step.settings)
-        except Exception as exc:  # validate_params should have refused it; leave it to vLLM
-            self.step.log_once("request", f"request left to vLLM's sampling: {exc}")
-            state = RequestState(request_id="", config=_BYPASS)
+        state = self.step.request_state(sampling_params)
         try:
             self.step.table.put(req_idx, state)
         except Exception as exc:
@@ -82,6 +74,6 @@ def _row_slots(logits: torch.Tensor, ctx: LogitsContext) -> tuple[int, ...]:
     rows = int(logits.shape[0])
     host = ctx.idx_mapping_np
     if len(host) == rows:
-        return tuple(int(s) for s in host.tolist())
+        return tuple(host.tolist())  # numpy's tolist gives Python ints
     # Several rows per request (speculative decoding): one device read per step.
-    return tuple(int(s) for s in ctx.expanded_idx_mapping.tolist())
+    return tuple(ctx.expanded_idx_mapping.tolist())
