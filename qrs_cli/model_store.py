@@ -169,13 +169,16 @@ def _convert(gguf: Path, target: Path) -> None:
         ) from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}-", dir=target.parent))
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask a hub
     try:
         folder, name = str(gguf.parent), gguf.name
-        AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(work)
+        # Everything is local: never ask a hub (HF_HUB_OFFLINE would be read too late here,
+        # at import time, and would leak into the rest of the process).
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        tokenizer.save_pretrained(work)
         model = AutoModelForCausalLM.from_pretrained(
             folder,
             gguf_file=name,
+            local_files_only=True,
             dtype=torch.float32,
             quantization_config=GgufConfig(dequantize=True),
         )
