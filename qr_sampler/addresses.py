@@ -5,14 +5,18 @@ Pure Python on purpose: command lines import it to validate flags without loadin
 
 from __future__ import annotations
 
-__all__ = ["address_problem"]
+__all__ = ["address_problem", "unix_socket_path"]
+
+
+def unix_socket_path(address: str) -> str:
+    """The socket path of a ``unix:PATH`` or ``unix://PATH`` address (gRPC accepts both)."""
+    return address.removeprefix("unix://") if address.startswith("unix://") else address[5:]
 
 
 def address_problem(address: str) -> str:
     """Return why a gRPC target address is malformed, or '' if it is fine."""
     if address.startswith("unix:"):
-        path = address.removeprefix("unix://") if address.startswith("unix://") else address[5:]
-        return "" if path else "unix: address needs a socket path, e.g. unix:///run/qrng.sock"
+        return "" if unix_socket_path(address) else "unix: address needs a socket path, e.g. unix:///run/qrng.sock"
     if any(ch.isspace() for ch in address):
         return "must not contain spaces"
     if address.startswith("["):

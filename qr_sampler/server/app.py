@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from qr_sampler.addresses import unix_socket_path
 from qr_sampler.proto import entropy_service_pb2 as _pb2
 from qr_sampler.proto.entropy_service_pb2 import EntropyRequest, EntropyResponse
 from qr_sampler.server.config import EntropyServerError, ServerConfig
@@ -168,7 +169,7 @@ def _read(path: str) -> bytes:
 
 def _remove_stale_socket(address: str) -> None:
     """Delete a socket file left by a killed server; refuse to touch anything else."""
-    path = Path(address.removeprefix("unix://") if address.startswith("unix://") else address[5:])
+    path = Path(unix_socket_path(address))
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import grpc
 
+from qr_sampler.addresses import unix_socket_path
 from qrs_cli.probe.types import ProbeTarget, TlsOptions
 
 #: How long a certificate must still be valid before the probe stops warning about it.
@@ -55,8 +56,7 @@ class Endpoint:
 def parse_endpoint(address: str) -> Endpoint:
     """Split a validated address (``host:port``, ``[v6]:port``, ``unix:path``)."""
     if address.startswith("unix:"):
-        path = address[len("unix://"):] if address.startswith("unix://") else address[5:]
-        return Endpoint("unix", path=path)
+        return Endpoint("unix", path=unix_socket_path(address))
     if address.startswith("["):
         host, _, port = address[1:].partition("]:")
     else:
