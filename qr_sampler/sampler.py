@@ -98,6 +98,8 @@ class StepResult:
     rows: tuple[int, ...]
     token_ids: torch.Tensor  # int64 [R]
     u: torch.Tensor  # float64 [R]; 0.5 placeholder for greedy rows
+    #: The chosen tokens on the logits' device (int64 [R]), for engines that force elsewhere.
+    device_token_ids: torch.Tensor
     entropy: EntropyBatch | None
     records: tuple[TokenRecord, ...]
 
@@ -108,22 +110,26 @@ class TokenSampler:
     def __init__(self, source: EntropySource, recorder: TokenRecorder | None = None) -> None:
         self.source = source
         self.recorder = recorder
+        self.steps = 0
 
     def sample(
         self,
         logits: torch.Tensor,
         batch: SamplingBatch,
         output_index: Sequence[int] | None = None,
+        *,
+        force: bool = True,
     ) -> StepResult:
         """Choose and force a token for every row in ``batch.rows`` of ``logits`` [B, V].
 
         ``output_index[i]`` (optional, one per entry of ``batch.rows``) is how many tokens row
-        i's request had generated before this step; it goes into the records.
+        i's request had generated before this step; it goes into the records. ``force=False``
+        leaves ``logits`` as they are (a tensor-parallel engine forces on every rank itself).
         """
         if not batch.rows:
-            return StepResult(
-                (), torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float64), None, ()
-            )
+            empty = torch.empty(0, dtype=torch.int64)
+            return StepResult((), empty, torch.empty(0, dtype=torch.float64), empty, None, ())
+        self.steps += 1
         sub = logits if batch.row_index is None else logits.index_select(0, batch.row_index)
         candidates = shape(sub, batch.params)
 
@@ -135,18 +141,23 @@ class TokenSampler:
             amplified = amplify(fetched.data, batch.counts, batch.mean, batch.std, batch.epsilon)
             u[batch.entropy_index] = torch.from_numpy(amplified.u)
         selection = choose(candidates, u.to(sub.device))
-        force_tokens(logits, selection.token_ids, batch.row_index)
+        if force:
+            force_tokens(logits, selection.token_ids, batch.row_index)
 
         if self.recorder is None:
-            return StepResult(batch.rows, selection.token_ids.cpu(), u, fetched, ())
+            return StepResult(
+                batch.rows, selection.token_ids.cpu(), u, selection.token_ids, fetched, ()
+            )
         # Two device-to-host copies per step for everything the records need.
         ints = torch.stack([selection.token_ids, selection.ranks, candidates.num_kept]).cpu()
         floats = torch.stack(
             [selection.probs, candidates.temperature.to(selection.probs), candidates.entropy()]
         ).cpu()
-        records = self._records(batch, ints, floats, u, fetched, amplified, output_index)
+        records = self._records(
+            batch, ints, floats, u, fetched, amplified, output_index, self.steps
+        )
         self.recorder.record(records)
-        return StepResult(batch.rows, ints[0], u, fetched, records)
+        return StepResult(batch.rows, ints[0], u, selection.token_ids, fetched, records)
 
     def close(self) -> None:
         self.source.close()
@@ -162,6 +173,7 @@ class TokenSampler:
         fetched: EntropyBatch | None,
         amplified: Amplified | None,
         output_index: Sequence[int] | None,
+        step: int = 0,
     ) -> tuple[TokenRecord, ...]:
         """One record per row from CPU tensors: ``ints`` [3, R] = token id, rank, candidates;
         ``floats`` [3, R] = probability, temperature, entropy."""
@@ -207,6 +219,7 @@ class TokenSampler:
                 config_hash=batch.configs[i].config_hash,
                 greedy=batch.configs[i].is_greedy,
                 output_index=positions[i],
+                step=step,
             )
             for i in range(n)
         )

@@ -75,6 +75,11 @@ class EntropyBatch:
     """Bytes from one fetch, for one or more rows, with where they came from.
 
     ``data`` is the concatenation of every row's bytes in order; ``counts[i]`` is row i's share.
+    ``nonce`` is what the fetch sent (b"" = none); ``echo_verified`` is True when every reply
+    echoed it, None when the server does not echo (or nothing was sent); False never occurs:
+    a wrong echo is a source failure and its bytes are never used. ``fallback_kind`` is the
+    machine-readable reason when ``fallback`` is True (one of
+    :data:`qr_sampler.errors.ENTROPY_ERROR_KINDS`), "" otherwise.
     """
 
     data: bytes
@@ -85,6 +90,9 @@ class EntropyBatch:
     device_id: str = ""
     generation_timestamp_ns: int = 0
     latency_ns: int = 0
+    nonce: bytes = b""
+    echo_verified: bool | None = None
+    fallback_kind: str = ""
 
     def rows(self) -> list[bytes]:
         """Split ``data`` back into one bytes object per row."""
@@ -128,6 +136,8 @@ class TokenRecord:
     #: index of the token that follows it, so the last record per (request_id, output_index) is
     #: the token the request really got.
     output_index: int = -1
+    #: The drawing rank's step counter (one entropy fetch at most per step), from 1.
+    step: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         # Every field is a scalar: a shallow copy keeps field order without asdict's deep copy.

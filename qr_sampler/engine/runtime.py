@@ -84,8 +84,10 @@ def route_logs_through_vllm() -> None:
         ours.propagate = False
 
 
-def log_startup(runner: str, settings: Settings) -> None:
+def log_startup(runner: str, settings: Settings, role: str = "") -> None:
     """One clear line at start-up: versions, runner, entropy source; a warning if unsupported."""
+    if role:
+        runner = f"{runner}, {role}"
     from qr_sampler import __version__
 
     found = vllm_version() or "unknown"

@@ -25,10 +25,13 @@ from typing import Any
 import torch
 
 from qr_sampler.diagnostics import TokenRecorder
+from qr_sampler.engine.distributed import NOT_FORCED, ReplicaLink, force_rows
 from qr_sampler.engine.penalties import PenaltyPlan, penalize_rows, plan_penalties
 from qr_sampler.engine.requests import LEFT_TO_VLLM, RequestState, request_state
 from qr_sampler.engine.rows import RowTable
+from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.registry import build_entropy_source
+from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.sampler import SamplingBatch, TokenSampler
 from qr_sampler.settings import Settings
 from qr_sampler.types import SamplingConfig, TokenRecord
@@ -62,12 +65,19 @@ class EngineStep:
         device: torch.device | str = "cpu",
         *,
         apply_penalties: bool = False,
+        link: ReplicaLink | None = None,
     ) -> None:
         self.settings = settings
         self.device = torch.device(device)
         self.apply_penalties = apply_penalties
+        self.link = link or ReplicaLink.single()
+        # Only the drawing rank of a replica fetches, records and spends quota; a follower
+        # never opens a channel to the entropy server.
         self.recorder = TokenRecorder.from_settings(settings)
-        self.sampler = TokenSampler(build_entropy_source(settings), self.recorder)
+        self.sampler = TokenSampler(
+            build_entropy_source(settings) if self.link.draws else _NoEntropy(),
+            self.recorder if self.link.draws else None,
+        )
         self.table = RowTable(build_batch=self._build_batch)
         self.steps = 0
         self.errors = 0
@@ -82,16 +92,38 @@ class EngineStep:
     def run(self, logits: torch.Tensor, layout: tuple[int, ...]) -> torch.Tensor:
         """Force a token in every sampled row of ``logits`` [B, V]; ``layout[row]`` = owner.
 
-        Returns ``logits`` (modified in place). Never raises.
+        Returns ``logits`` (modified in place). Never raises. Under tensor parallelism the
+        drawer chooses without forcing, every rank receives its tokens, and every rank forces
+        them (see :mod:`qr_sampler.engine.distributed`).
+        """
+        if not self.link.plan:
+            return self._draw(logits, layout, force=True)[0]
+        token_ids = self._draw(logits, layout, force=False)[1] if self.link.draws else None
+        token_ids = self.link.exchange(token_ids, logits.shape[0], logits.device)
+        if token_ids is not None:
+            try:
+                force_rows(logits, token_ids)
+            except Exception as exc:  # the engine dies on any exception here
+                self.log_once("force", f"could not force the replica's tokens: {exc!r}")
+        return logits
+
+    def _draw(
+        self, logits: torch.Tensor, layout: tuple[int, ...], *, force: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Choose (and with ``force`` force) every sampled row's token. Never raises.
+
+        Returns ``logits`` and the chosen token of every logits row (int64 [B] on the logits'
+        device, -1 where not forced), or None when no row is forced this step.
         """
         batch: SamplingBatch | None = None
+        chosen: torch.Tensor | None = None
         saved: tuple[torch.Tensor, torch.Tensor] | None = None
         try:
             if len(layout) != logits.shape[0]:
                 raise ValueError(f"{logits.shape[0]} logits rows but {len(layout)} row owners")
             batch = self.table.batch_for(layout)
             if not batch.rows:
-                return logits
+                return logits, None
             if self.table.unknown_rows:
                 self.log_once(
                     "unknown-rows",
@@ -101,8 +133,10 @@ class EngineStep:
             view = self._view_of(batch, layout, logits)
             if view.penalties is not None:
                 saved = self._penalize(logits, view.penalties)
-            self.sampler.sample(logits, batch, view.output_positions())
+            result = self.sampler.sample(logits, batch, view.output_positions(), force=force)
             self.steps += 1
+            if not force:
+                chosen = _per_row(result.device_token_ids, batch, logits.shape[0])
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
             if saved is not None:
@@ -114,7 +148,7 @@ class EngineStep:
             )
             if batch is not None:
                 self._record_left_to_vllm(batch, reason)
-        return logits
+        return logits, chosen
 
     def request_state(
         self, params: Any, prompt_ids: list[int] | None = None, output_ids: list[int] | None = None
@@ -188,3 +222,21 @@ class EngineStep:
 
     def close(self) -> None:
         self.sampler.close()
+
+
+def _per_row(token_ids: torch.Tensor, batch: SamplingBatch, rows: int) -> torch.Tensor:
+    """int64 [rows]: ``token_ids`` [len(batch.rows)] placed at their logits rows, -1 elsewhere."""
+    if batch.row_index is None:
+        return token_ids
+    out = torch.full((rows,), NOT_FORCED, dtype=torch.int64, device=token_ids.device)
+    out.index_copy_(0, batch.row_index, token_ids)  # in place on our own fresh tensor
+    return out
+
+
+class _NoEntropy(EntropySource):
+    """The source of a follower rank: it never fetches (the drawer does), so asking is a bug."""
+
+    name = "none"
+
+    def get_random_bytes(self, n: int) -> bytes:
+        raise EntropyUnavailableError("a follower rank does not fetch entropy")

@@ -23,6 +23,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
+from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
@@ -42,8 +43,9 @@ class QRSamplerV1Processor(V1LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, device: torch.device, is_pin_memory: bool) -> None:
         route_logs_through_vllm()
         settings = engine_settings()
-        self.step = EngineStep(settings, device, apply_penalties=True)
-        log_startup("V1 model runner", settings)
+        link = ReplicaLink.from_vllm(vllm_config)
+        self.step = EngineStep(settings, device, apply_penalties=True, link=link)
+        log_startup("V1 model runner", settings, link.describe())
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -54,8 +56,8 @@ class QRSamplerV1Processor(V1LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is None:
-            return
+        if batch_update is None or not self.step.link.draws:
+            return  # a follower rank forces what the drawer sends; it keeps no requests
         try:
             added = [
                 (index, self.step.request_state(params, prompt_ids, output_ids))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2LogitsProcessor
 
+from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
@@ -43,8 +44,9 @@ class QRSamplerV2Processor(V2LogitsProcessor):
     def __init__(self, vllm_config: VllmConfig, req_states: LogitsProcRequestState) -> None:
         route_logs_through_vllm()
         settings = engine_settings()
-        self.step = EngineStep(settings, req_states.device, apply_penalties=False)
-        log_startup("Model Runner V2", settings)
+        link = ReplicaLink.from_vllm(vllm_config)
+        self.step = EngineStep(settings, req_states.device, apply_penalties=False, link=link)
+        log_startup("Model Runner V2", settings, link.describe())
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -52,13 +54,19 @@ class QRSamplerV2Processor(V2LogitsProcessor):
         validate_and_stamp(sampling_params)
 
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
+        # vLLM calls apply() only when some slot of the step said True. Under tensor
+        # parallelism every rank must then say the same, or one rank would skip the step's
+        # broadcast and hang the others: all ranks say True, whatever the request.
+        replicated = bool(self.step.link.plan)
+        if not self.step.link.draws:
+            return True  # a follower keeps no requests: it forces what the drawer sends
         state = self.step.request_state(sampling_params)
         try:
             self.step.table.put(req_idx, state)
         except Exception as exc:
             self.step.log_once("add_request", f"add_request failed: {exc!r}")
-            return False
-        return not state.config.bypass
+            return replicated
+        return replicated or not state.config.bypass
 
     def apply(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
         try:
