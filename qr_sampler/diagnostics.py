@@ -1,34 +1,73 @@
-"""Where token records go: a bounded in-memory window, a JSONL file, and the logger.
+"""Where each step's results go: counters on the engine thread, records off it.
 
-Memory stays bounded however long the server runs: only the last ``capacity`` records are kept
-in memory; the JSONL file receives every record (append-only, flushed once per step so a crash
-loses at most one step). Writing never raises into the engine: an I/O error is logged once and
-the file sink is switched off, which the health dict reports.
+The engine thread hands :meth:`TokenRecorder.submit` one columnar
+:class:`~qr_sampler.sampler.StepResult` per step and pays only for counting (and, on a GPU, for
+issuing one non-blocking copy of the step's device columns). Everything per token — the record
+dicts, each row's ``entropy_sha256``, the raw-byte archive (``QR_ENTROPY_ARCHIVE_PATH``), the
+hash-chained JSONL file (``QR_DIAGNOSTICS_PATH``, see :mod:`qr_sampler.provenance`), per-token
+log lines — happens on one background writer thread, and only when one of those sinks is on
+(:attr:`TokenRecorder.wants_records`).
 
-Log levels (``QR_LOG_LEVEL``): ``none``; ``summary`` — one INFO line per ``summary_every`` tokens
-with totals; ``full`` — one INFO line per token (for debugging; slow).
+Records are therefore written shortly *after* the step, in step order; :meth:`flush` waits for
+them (tests, shutdown). The writer never raises into the engine: a sink's I/O error switches
+that sink off, is logged once and shows in :meth:`health`. The queue is bounded: when the disk
+cannot keep up, the engine waits rather than losing provenance (logged once).
+
+Log levels (``QR_LOG_LEVEL``): ``none``; ``summary`` — one INFO line per ``summary_every``
+tokens with totals; ``full`` — one INFO line per token (for debugging; slow).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from qr_sampler.types import TokenRecord
 
 if TYPE_CHECKING:
+    import torch
+
+    from qr_sampler.metrics import SamplerMetrics
+    from qr_sampler.provenance.archive import EntropyArchive
+    from qr_sampler.provenance.journal import RecordJournal
+    from qr_sampler.sampler import StepResult
     from qr_sampler.settings import Settings
 
 logger = logging.getLogger("qr_sampler.tokens")
 
+#: Steps that may wait for the writer before the engine blocks on it.
+_QUEUE_STEPS = 256
+_TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """A step's device columns on the host, as numpy arrays (index = position in the batch)."""
+
+    token_ids: np.ndarray
+    ranks: np.ndarray
+    num_kept: np.ndarray
+    probs: np.ndarray
+    temperature: np.ndarray
+    entropy: np.ndarray
+
 
 class TokenRecorder:
-    """Receives each step's records; thread-safe."""
+    """Counts every step; builds, hashes, archives and writes records in the background.
+
+    ``capacity`` bounds the in-memory window of recent records (:meth:`recent`); 0 keeps none.
+    """
 
     def __init__(
         self,
@@ -36,82 +75,437 @@ class TokenRecorder:
         diagnostics_path: str | Path = "",
         capacity: int = 1024,
         summary_every: int = 1000,
+        *,
+        diagnostics_max_bytes: int = 0,
+        archive_path: str | Path = "",
+        archive_max_bytes: int = 0,
+        manifest: Mapping[str, Any] | None = None,
+        metrics: SamplerMetrics | None = None,
     ) -> None:
         self.log_level = log_level
         self.path = Path(diagnostics_path) if diagnostics_path else None
+        self.archive_path = Path(archive_path) if archive_path else None
         self.summary_every = summary_every
-        self._recent: deque[TokenRecord] = deque(maxlen=capacity)
+        self.metrics = metrics
+        self._manifest = dict(manifest or {})
+        self.run_id = str(self._manifest.get("run_id", ""))
+        self._diagnostics_max_bytes = diagnostics_max_bytes
+        self._archive_max_bytes = archive_max_bytes
+        self._recent: deque[dict[str, Any]] = deque(maxlen=max(capacity, 0) or 1)
+        self._keep_recent = capacity > 0
+        self.wants_records = bool(
+            self.path or self.archive_path or log_level == "full" or self._keep_recent
+        )
         self._lock = threading.Lock()
-        self._file: IO[str] | None = None
-        self.file_error = ""
+        self._journal: RecordJournal | None = None
+        self._archive: EntropyArchive | None = None
+        self._queue: queue.Queue[StepResult | list[dict[str, Any]] | None] = queue.Queue(
+            _QUEUE_STEPS
+        )
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._warned_full = False
         self.total = 0
         self.fallback_total = 0
+        self.forced_stops = 0
+        self.records_written = 0
         self._since_summary = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenRecorder:
-        return cls(log_level=settings.log_level, diagnostics_path=settings.diagnostics_path)
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        manifest: Mapping[str, Any] | None = None,
+        metrics: SamplerMetrics | None = None,
+    ) -> TokenRecorder:
+        """The engine's recorder: an in-memory window only when records are built anyway."""
+        records_wanted = bool(
+            settings.diagnostics_path
+            or settings.entropy_archive_path
+            or settings.log_level == "full"
+        )
+        return cls(
+            log_level=settings.log_level,
+            diagnostics_path=settings.diagnostics_path,
+            capacity=1024 if records_wanted else 0,
+            diagnostics_max_bytes=settings.diagnostics_max_bytes,
+            archive_path=settings.entropy_archive_path,
+            archive_max_bytes=settings.entropy_archive_max_bytes,
+            manifest=manifest,
+            metrics=metrics,
+        )
 
-    def record(self, records: Sequence[TokenRecord]) -> None:
-        """Keep, write and log one step's records. Never raises on I/O problems."""
+    # --- engine thread ----------------------------------------------------------------------
+
+    def submit(self, result: StepResult) -> None:
+        """Count one step and queue it for the writer. Cheap; never raises on I/O."""
+        batch = result.batch
+        sampled = len(batch.rows)
+        entropy_rows = int(np.count_nonzero(batch.counts))
+        fetched = result.entropy
+        failed = result.error is not None or (fetched is not None and fetched.fallback)
+        fallback = entropy_rows if failed else 0
+        stops = int(result.forced_stop.sum()) if result.error is not None else 0
+        self._count(sampled + len(batch.bypass_rows), fallback, stops)
+        if self.metrics is not None:
+            self._observe(result, sampled, entropy_rows, fallback)
+        if self.wants_records:
+            result.host_columns = _start_host_copy(result)
+            self._enqueue(result)
+
+    def left_to_engine(
+        self, step: int, request_ids: Sequence[str], config_hashes: Sequence[str], reason: str
+    ) -> None:
+        """Record rows that a failed step left to the engine's own sampler (token_id -1)."""
+        self._count(len(request_ids), len(request_ids), 0)
+        if self.metrics is not None:
+            self.metrics.on_step(
+                tokens_by_source={"vllm": len(request_ids)}, fallback_kind="error",
+                fallback_tokens=len(request_ids), left_to_vllm=len(request_ids),
+                bytes_fetched=0, fetch_latency_s=None,
+            )  # fmt: skip
+        if not self.wants_records:
+            return
+        now = time.time_ns()
+        records = [
+            _left_record(self.run_id, step, rid, chash, reason, "error", True, now)
+            for rid, chash in zip(request_ids, config_hashes, strict=True)
+        ]
+        self._enqueue(records)
+
+    def bypassed(self, step: int, request_ids: Sequence[str]) -> None:
+        """Record rows whose requests opted out (``qr_bypass``) in a step nothing else sampled."""
+        self._count(len(request_ids), 0, 0)
+        if self.wants_records and request_ids:
+            now = time.time_ns()
+            self._enqueue([
+                _left_record(self.run_id, step, rid, "", "qr_bypass", "", False, now)
+                for rid in request_ids
+            ])  # fmt: skip
+
+    def _count(self, tokens: int, fallback: int, stops: int) -> None:
+        with self._lock:
+            self.total += tokens
+            self.fallback_total += fallback
+            self.forced_stops += stops
+            self._since_summary += tokens
+            due = self.log_level == "summary" and self._since_summary >= self.summary_every
+            if due:
+                self._since_summary = 0
+        if due:
+            logger.info(
+                "qr_sampler: %d tokens, %d served by fallback, %d forced stops",
+                self.total,
+                self.fallback_total,
+                self.forced_stops,
+            )
+
+    def _observe(self, result: StepResult, sampled: int, entropy_rows: int, fallback: int) -> None:
+        assert self.metrics is not None
+        fetched = result.entropy
+        by_source: dict[str, int] = {}
+        if entropy_rows:
+            name = fetched.source if fetched is not None else "none"
+            by_source[name] = entropy_rows
+        if sampled - entropy_rows:
+            by_source["none"] = by_source.get("none", 0) + sampled - entropy_rows
+        if len(result.batch.bypass_rows):
+            by_source["vllm"] = len(result.batch.bypass_rows)
+        kind = ""
+        if result.error is not None:
+            kind = getattr(result.error, "kind", "error")
+        elif fetched is not None and fetched.fallback:
+            kind = fetched.fallback_kind or "error"
+        self.metrics.on_step(
+            tokens_by_source=by_source,
+            fallback_kind=kind,
+            fallback_tokens=fallback,
+            left_to_vllm=len(result.batch.bypass_rows),
+            bytes_fetched=len(fetched.data) if fetched is not None else 0,
+            fetch_latency_s=fetched.latency_ns / 1e9 if fetched is not None else None,
+        )
+
+    def _enqueue(self, item: StepResult | list[dict[str, Any]]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="qr-sampler-records", daemon=True
+                )
+                self._thread.start()
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            if not self._warned_full:
+                self._warned_full = True
+                logger.warning(
+                    "qr_sampler: the diagnostics writer is behind; the engine waits for it "
+                    "rather than lose records (a slow disk?)"
+                )
+            self._queue.put(item)
+
+    # --- writer thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                records = item if isinstance(item, list) else self._records_of(item)
+                self._write(records)
+            except Exception as exc:  # never let one bad step stop the writer
+                logger.exception("qr_sampler: could not write a step's records: %s", exc)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.notify_all()
+
+    def _records_of(self, result: StepResult) -> list[dict[str, Any]]:
+        """One dict per row (C2 field order; the journal appends ``prev_hash``)."""
+        cols = _finish_host_copy(result)
+        batch = result.batch
+        fetched = result.entropy
+        counts = batch.counts
+        entropy_rows = np.flatnonzero(counts)
+        hashes = [""] * len(counts)
+        refs = [""] * len(counts)
+        if fetched is not None and len(entropy_rows):
+            view = memoryview(fetched.data)
+            need = counts[entropy_rows]
+            ends = np.cumsum(need)
+            for j, end, n in zip(entropy_rows.tolist(), ends.tolist(), need.tolist(), strict=True):
+                hashes[j] = hashlib.sha256(view[end - n : end]).hexdigest()
+            archive = self._archive_for()
+            if archive is not None:
+                stored = archive.append(fetched.data, need.tolist())
+                for j, ref in zip(entropy_rows.tolist(), stored, strict=True):
+                    refs[j] = ref
+        error = result.error
+        reason = f"{type(error).__name__}: {error}" if error is not None else ""
+        kind = getattr(error, "kind", "error") if error is not None else ""
+        nonce = result.nonce.hex()
+        echo = fetched.echo_verified if fetched is not None else None
+        positions = result.output_index
+        out: list[dict[str, Any]] = []
+        ids, ranks, kept = cols.token_ids.tolist(), cols.ranks.tolist(), cols.num_kept.tolist()
+        probs, temps, ents = cols.probs.tolist(), cols.temperature.tolist(), cols.entropy.tolist()
+        us, zs, means = result.u.tolist(), result.z.tolist(), result.sample_mean.tolist()
+        stops = result.forced_stop.tolist()
+        for i, count in enumerate(counts.tolist()):
+            token = ids[i]
+            if count and fetched is not None:
+                source, fb = fetched.source, fetched.fallback
+                fb_kind, fb_reason = fetched.fallback_kind, fetched.fallback_reason
+            elif count:  # the fetch failed and nothing served: a forced stop
+                source, fb, fb_kind, fb_reason = "none", True, kind, reason
+            else:
+                source, fb, fb_kind, fb_reason = "none", False, "", ""
+            if token < 0:
+                source, fb, fb_kind = "vllm", True, "error"
+                fb_reason = "no finite logit in this row: left to vLLM's own sampler"
+            used = bool(count) and fetched is not None
+            out.append({
+                "kind": "token",
+                "run_id": self.run_id,
+                "step": result.step,
+                "request_id": batch.request_ids[i],
+                "choice_index": int(batch.choice_index[i]),
+                "output_index": -1 if positions is None else int(positions[i]),
+                "token_id": token,
+                "rank": ranks[i],
+                "probability": probs[i],
+                "num_candidates": kept[i],
+                "temperature": temps[i],
+                "entropy_nats": ents[i],
+                "u": us[i],
+                "z": zs[i],
+                "sample_mean": means[i],
+                "sample_count": count if used else 0,
+                "source": source,
+                "fallback": fb,
+                "fallback_kind": fb_kind,
+                "fallback_reason": fb_reason,
+                "forced_stop": stops[i],
+                "device_id": fetched.device_id if used and fetched else "",
+                "server_timestamp_ns": fetched.generation_timestamp_ns if used and fetched else 0,
+                "fetch_latency_us": fetched.latency_ns / 1000.0 if used and fetched else 0.0,
+                "timestamp_ns": result.timestamp_ns,
+                "config_hash": batch.config_hash[i],
+                "greedy": not count,
+                "nonce": nonce if count else "",
+                "echo_verified": echo if used else None,
+                "entropy_sha256": hashes[i],
+                "entropy_ref": refs[i],
+            })
+        for rid in batch.bypass_ids.tolist():
+            out.append(_left_record(self.run_id, result.step, rid, "", "qr_bypass", "", False,
+                                    result.timestamp_ns))
+        return out
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        journal = self._journal_for()
+        if journal is not None:
+            journal.append(records)
         with self._lock:
-            self._recent.extend(records)
-            self.total += len(records)
-            self.fallback_total += sum(r.fallback for r in records)
-            self._since_summary += len(records)
-            to_file = self.path is not None and not self.file_error
-            full = self.log_level == "full"
-            # Serialise once for both sinks.
-            lines = [_json_line(r) for r in records] if to_file or full else []
-            if to_file:
-                self._write(lines)
-            if full:
-                for line in lines:
-                    logger.info("token %s", line)
-            elif self.log_level == "summary" and self._since_summary >= self.summary_every:
-                self._since_summary = 0
-                logger.info(
-                    "qr_sampler: %d tokens, %d served by fallback, last source %s",
-                    self.total,
-                    self.fallback_total,
-                    records[-1].source,
-                )
+            self.records_written += len(records)
+            if self._keep_recent:
+                self._recent.extend(records)
+        if self.log_level == "full":
+            for record in records:
+                logger.info("token %s", json.dumps(record, separators=(",", ":")))
+
+    def _journal_for(self) -> RecordJournal | None:
+        if self.path is None:
+            return None
+        if self._journal is None:
+            from qr_sampler.provenance.journal import RecordJournal
+
+            self._journal = RecordJournal(
+                self.path, max_bytes=self._diagnostics_max_bytes, manifest=self._manifest
+            )
+        return self._journal
+
+    def _archive_for(self) -> EntropyArchive | None:
+        if self.archive_path is None:
+            return None
+        if self._archive is None:
+            from qr_sampler.provenance.archive import EntropyArchive
+
+            journal = self._journal_for()
+            self._archive = EntropyArchive(
+                self.archive_path,
+                max_bytes=self._archive_max_bytes,
+                run_id=self.run_id or "run",
+                on_event=(lambda event: journal.append([event])) if journal else None,
+            )
+        return self._archive
+
+    # --- queries and lifecycle --------------------------------------------------------------
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued step is written; False if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
 
     def recent(self) -> list[TokenRecord]:
-        """The most recent records (at most ``capacity``), oldest first."""
+        """The most recent token records (at most ``capacity``), oldest first, once written."""
+        self.flush()
         with self._lock:
-            return list(self._recent)
+            rows = [r for r in self._recent if r.get("kind") == "token"]
+        return [TokenRecord(**{k: r[k] for k in _TOKEN_FIELDS if k in r}) for r in rows]
+
+    @property
+    def file_error(self) -> str:
+        return self._journal.error if self._journal is not None else ""
 
     def health(self) -> dict[str, Any]:
         return {
             "tokens": self.total,
             "fallback_tokens": self.fallback_total,
+            "forced_stops": self.forced_stops,
+            "records_written": self.records_written,
             "diagnostics_path": str(self.path) if self.path else "",
             "diagnostics_error": self.file_error,
+            "archive_path": str(self.archive_path) if self.archive_path else "",
+            "archive_error": self._archive.error if self._archive is not None else "",
         }
 
     def close(self) -> None:
+        """Write what is queued, then close the sinks. Idempotent."""
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
-    def _write(self, lines: Sequence[str]) -> None:
-        assert self.path is not None
-        try:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write("".join(line + "\n" for line in lines))
-            self._file.flush()
-        except OSError as exc:
-            self.file_error = f"{type(exc).__name__}: {exc.strerror or exc}"
-            logger.error(
-                "diagnostics file %s disabled after a write error: %s", self.path, self.file_error
-            )
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            self.flush()
+            self._queue.put(None)
+            thread.join(timeout=30)
+        if self._archive is not None:
+            self._archive.close()
+        if self._journal is not None:
+            self._journal.close()
 
 
-def _json_line(record: TokenRecord) -> str:
-    return json.dumps(record.to_dict(), separators=(",", ":"))
+def _left_record(
+    run_id: str, step: int, request_id: str, config_hash: str, reason: str, kind: str,
+    fallback: bool, timestamp_ns: int,
+) -> dict[str, Any]:
+    """A row whose token vLLM's own sampler chose (by request, or after a failed step)."""
+    return {
+        "kind": "token", "run_id": run_id, "step": step, "request_id": request_id,
+        "choice_index": 0, "output_index": -1, "token_id": -1, "rank": -1,
+        "probability": 0.0, "num_candidates": 0, "temperature": 0.0, "entropy_nats": 0.0,
+        "u": 0.0, "z": 0.0, "sample_mean": 0.0, "sample_count": 0, "source": "vllm",
+        "fallback": fallback, "fallback_kind": kind, "fallback_reason": reason,
+        "forced_stop": False, "device_id": "", "server_timestamp_ns": 0,
+        "fetch_latency_us": 0.0, "timestamp_ns": timestamp_ns, "config_hash": config_hash,
+        "greedy": False, "nonce": "", "echo_verified": None, "entropy_sha256": "",
+        "entropy_ref": "",
+    }  # fmt: skip
+
+
+def _start_host_copy(result: StepResult) -> object:
+    """On a GPU: one non-blocking copy of the device columns into pinned memory, plus an event
+    the writer waits on. On the CPU nothing to do (the writer reads the tensors directly)."""
+    import torch
+
+    ids = result.device_token_ids
+    if ids.device.type == "cpu":
+        return None
+    ints = torch.stack([ids, result.ranks, result.num_kept])
+    floats = torch.stack([
+        result.probs, result.temperature.to(result.probs.dtype),
+        result.entropy_nats if result.entropy_nats is not None else torch.zeros_like(result.probs),
+    ])  # fmt: skip
+    host_ints = torch.empty(ints.shape, dtype=ints.dtype, pin_memory=True)
+    host_floats = torch.empty(floats.shape, dtype=floats.dtype, pin_memory=True)
+    host_ints.copy_(ints, non_blocking=True)
+    host_floats.copy_(floats, non_blocking=True)
+    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    event.record()
+    return _PendingCopy(host_ints, host_floats, event)
+
+
+@dataclass(frozen=True)
+class _PendingCopy:
+    """A step's device columns on their way into pinned host memory."""
+
+    ints: torch.Tensor  # int64 [3, S]: token ids, ranks, candidates
+    floats: torch.Tensor  # float64 [3, S]: probability, temperature, entropy
+    event: Any  # torch.cuda.Event recorded after the copies
+
+
+def _finish_host_copy(result: StepResult) -> _Columns:
+    copied = result.host_columns
+    if isinstance(copied, _PendingCopy):
+        copied.event.synchronize()
+        ints, floats = copied.ints.numpy(), copied.floats.numpy()
+        return _Columns(ints[0], ints[1], ints[2], floats[0], floats[1], floats[2])
+
+    def host(t: torch.Tensor | None, like: torch.Tensor) -> np.ndarray:
+        return (t if t is not None else like.new_zeros(like.shape)).numpy()
+
+    return _Columns(
+        token_ids=result.device_token_ids.numpy(),
+        ranks=result.ranks.numpy(),
+        num_kept=result.num_kept.numpy(),
+        probs=result.probs.numpy(),
+        temperature=result.temperature.double().numpy(),
+        entropy=host(result.entropy_nats, result.probs),
+    )

@@ -2,59 +2,77 @@
 
 Per step (``TokenSampler.sample``):
 
-1. shape every sampled row's distribution (selection.shape) — the logits already exist;
-2. fetch entropy once for all rows that need it (greedy rows need none), *after* step 1, so the
-   bytes are drawn just-in-time for distributions that are already fixed;
-3. amplify each row's bytes to u (amplification.amplify);
+1. start the entropy fetch for every row that needs it (greedy rows need none) — the logits
+   already exist, so the bytes are drawn just-in-time; a worker thread waits for them while
+2. this thread shapes every sampled row's distribution (selection.shape);
+3. amplify each row's bytes to u (amplification.amplify), on the host, into a reused buffer;
 4. choose each row's token (selection.choose);
-5. force it: the row becomes one-hot in place (selection.force_tokens);
-6. record provenance (diagnostics.TokenRecorder), when a recorder is attached.
+5. force it: the row becomes one-hot in place (optional: a tensor-parallel engine forces on
+   every rank itself);
+6. hand the step's columnar result to the recorder, which builds records off this thread only
+   when a sink wants them.
 
-Engine adapters (vLLM V1, Model Runner V2) keep a :class:`SamplingBatch` per batch composition
-and call :meth:`TokenSampler.sample`. ``sample`` raises only EntropyError, and only when no
-fallback is configured (``QR_FALLBACK_MODE=error``); adapters decide what the engine does then.
+Failures: a fetch that fails with a fallback configured comes back as flagged fallback bytes
+(the source wrapper decides). With ``QR_FALLBACK_MODE=error`` no other randomness may choose:
+rows that needed entropy are *force-stopped* (their request's stop token is forced; a request
+that ignores EOS and has no stop token gets its argmax, deterministic) and their records say
+why. A row whose logits have no finite value is left to the engine (token -1) and recorded.
+
+Engine adapters keep per-request state in slots and hand :meth:`TokenSampler.sample` a
+:class:`SamplingBatch` built from it each step; tools and tests build one from configs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from qr_sampler.amplification import Amplified, amplify
-from qr_sampler.diagnostics import TokenRecorder
+from qr_sampler.amplification import amplify
 from qr_sampler.entropy.base import EntropySource
-from qr_sampler.selection import (
-    SelectionParams,
-    choose,
-    force_tokens,
-    shape,
-)
-from qr_sampler.types import EntropyBatch, SamplingConfig, TokenRecord
+from qr_sampler.errors import EntropyError
+from qr_sampler.selection import NOT_FORCED, SelectionParams, choose, force_rows, shape
+from qr_sampler.types import EntropyBatch, SamplingConfig
+
+if TYPE_CHECKING:
+    from qr_sampler.diagnostics import TokenRecorder
 
 
 @dataclass(frozen=True)
 class SamplingBatch:
-    """What stays fixed while the engine's batch composition does not change.
+    """The rows one step samples and their settings, columnar (index i = ``rows[i]``).
 
-    ``rows`` are the logits rows this sampler decides (bypass rows are left to the engine);
-    ``entropy_rows`` index into ``rows`` for the rows that need entropy (not greedy).
+    Rows that opt out (``bypass``) are not in ``rows``; they are listed in ``bypass_rows`` so
+    they can still be recorded.
     """
 
-    configs: tuple[SamplingConfig, ...]  # one per entry of ``rows``
-    request_ids: tuple[str, ...]
-    rows: tuple[int, ...]
-    row_index: torch.Tensor | None  # int64 [len(rows)], None when rows == all rows
-    params: SelectionParams
-    entropy_rows: tuple[int, ...]
-    entropy_index: torch.Tensor  # int64 [len(entropy_rows)]
-    counts: tuple[int, ...]  # bytes per entropy row
-    mean: np.ndarray  # float64 [len(entropy_rows)]
-    std: np.ndarray
-    epsilon: np.ndarray
+    total_rows: int
+    rows: np.ndarray  # int64 [S]: the logits rows this sampler decides, ascending
+    row_index: torch.Tensor | None  # int64 [S] on the device; None when rows == all rows
+    params: SelectionParams  # [S]
+    counts: np.ndarray  # int64 [S]: entropy bytes per row, 0 for greedy rows
+    mean: np.ndarray  # float64 [S]
+    std: np.ndarray  # float64 [S]
+    epsilon: np.ndarray  # float64 [S]
+    stop_tokens: np.ndarray  # int64 [S]: token that ends the request, -1 = none known
+    request_ids: np.ndarray  # object [S]
+    choice_index: np.ndarray  # int64 [S]
+    config_hash: np.ndarray  # object [S]
+    bypass_rows: np.ndarray  # int64: rows left to the engine by request
+    bypass_ids: np.ndarray  # object: their request ids
+
+    @property
+    def entropy_rows(self) -> np.ndarray:
+        """Indices into ``rows`` of the rows that need entropy."""
+        return np.flatnonzero(self.counts)
 
     @classmethod
     def build(
@@ -65,161 +83,299 @@ class SamplingBatch:
         device: torch.device | str = "cpu",
     ) -> SamplingBatch:
         """``configs[i]`` belongs to logits row i; ``total_rows`` defaults to len(configs)."""
-        total_rows = len(configs) if total_rows is None else total_rows
-        ids = (
-            tuple(request_ids)
-            if request_ids is not None
-            else tuple(str(i) for i in range(len(configs)))
+        ids = np.array(
+            list(request_ids) if request_ids is not None else [str(i) for i in range(len(configs))],
+            dtype=object,
         )
-        rows = tuple(i for i, c in enumerate(configs) if not c.bypass)
-        kept = tuple(configs[i] for i in rows)
-        entropy_rows = tuple(j for j, c in enumerate(kept) if not c.is_greedy)
-        entropy_configs = [kept[j] for j in entropy_rows]
-        all_rows = len(rows) == total_rows
-        return cls(
-            configs=kept,
-            request_ids=tuple(ids[i] for i in rows),
+        bypass = np.array([c.bypass for c in configs], dtype=bool)
+        rows = np.flatnonzero(~bypass)
+        kept = [configs[i] for i in rows]
+        return cls.assemble(
+            total_rows=len(configs) if total_rows is None else total_rows,
             rows=rows,
-            row_index=None if all_rows else torch.tensor(rows, dtype=torch.int64, device=device),
             params=SelectionParams.from_configs(kept, device=device),
-            entropy_rows=entropy_rows,
-            entropy_index=torch.tensor(entropy_rows, dtype=torch.int64),
-            counts=tuple(c.sample_count for c in entropy_configs),
-            mean=np.array([c.population_mean for c in entropy_configs], dtype=np.float64),
-            std=np.array([c.population_std for c in entropy_configs], dtype=np.float64),
-            epsilon=np.array([c.uniform_clamp_epsilon for c in entropy_configs], dtype=np.float64),
+            counts=np.array([0 if c.is_greedy else c.sample_count for c in kept], np.int64),
+            mean=np.array([c.population_mean for c in kept], dtype=np.float64),
+            std=np.array([c.population_std for c in kept], dtype=np.float64),
+            epsilon=np.array([c.uniform_clamp_epsilon for c in kept], dtype=np.float64),
+            stop_tokens=np.full(len(kept), -1, dtype=np.int64),
+            request_ids=ids[rows],
+            choice_index=np.zeros(len(kept), dtype=np.int64),
+            config_hash=np.array([c.config_hash for c in kept], dtype=object),
+            bypass_rows=np.flatnonzero(bypass),
+            bypass_ids=ids[bypass],
+            device=device,
         )
 
+    @classmethod
+    def assemble(cls, *, total_rows: int, rows: np.ndarray, device: torch.device | str,
+                 **columns: object) -> SamplingBatch:
+        """From columns already gathered (the engine's slot table builds them per step)."""
+        all_rows = len(rows) == total_rows  # rows ascending and unique: then 0..total-1
+        row_index = None
+        if not all_rows:
+            row_index = torch.from_numpy(rows).to(torch.device(device), non_blocking=True)
+        return cls(total_rows=total_rows, rows=rows, row_index=row_index, **columns)  # type: ignore[arg-type]
 
-@dataclass(frozen=True)
+
+@dataclass
 class StepResult:
-    """What one step chose. Tensors are on CPU, indexed like ``SamplingBatch.rows``."""
+    """What one step chose, columnar; index i belongs to ``batch.rows[i]``.
 
-    rows: tuple[int, ...]
-    token_ids: torch.Tensor  # int64 [R]
-    u: torch.Tensor  # float64 [R]; 0.5 placeholder for greedy rows
-    #: The chosen tokens on the logits' device (int64 [R]), for engines that force elsewhere.
-    device_token_ids: torch.Tensor
-    entropy: EntropyBatch | None
-    records: tuple[TokenRecord, ...]
+    Tensors stay where the step computed them (the logits' device); records are built from
+    them later, off the engine's thread, and only when a sink wants them.
+    """
+
+    step: int
+    batch: SamplingBatch
+    device_token_ids: torch.Tensor  # int64 [S]: the chosen token, -1 = left to the engine
+    ranks: torch.Tensor  # int64 [S]
+    probs: torch.Tensor  # float64 [S]
+    num_kept: torch.Tensor  # int64 [S]
+    temperature: torch.Tensor  # float64 [S]
+    entropy_nats: torch.Tensor | None  # float64 [S], computed only when records are wanted
+    u: np.ndarray  # float64 [S]; 0.5 where no entropy was used
+    z: np.ndarray  # float64 [S]; 0 where no entropy was used
+    sample_mean: np.ndarray  # float64 [S]
+    entropy: EntropyBatch | None  # the step's bytes and their provenance
+    error: EntropyError | None  # the fetch failed and no fallback served (forced stop)
+    forced_stop: np.ndarray  # bool [S]
+    nonce: bytes
+    timestamp_ns: int
+    output_index: np.ndarray | None = None  # int64 [S]: tokens the request had before
+    #: Set by the recorder when it copies the device columns to the host (non-blocking).
+    host_columns: object = None
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(self.batch.rows.tolist())
+
+    @property
+    def token_ids(self) -> torch.Tensor:
+        """The chosen tokens on the host (a device read: tools and tests, not the hot path)."""
+        return self.device_token_ids.cpu()
 
 
 class TokenSampler:
-    """Runs the per-step pipeline for any engine. Thread-compatible: one step at a time."""
+    """Runs the per-step pipeline for any engine. One step at a time (not re-entrant).
 
-    def __init__(self, source: EntropySource, recorder: TokenRecorder | None = None) -> None:
+    ``run_id`` names this sampler's run in the nonces (a fresh random id by default).
+    """
+
+    def __init__(
+        self,
+        source: EntropySource,
+        recorder: TokenRecorder | None = None,
+        *,
+        run_id: str | None = None,
+        concurrent_fetch: bool = True,
+    ) -> None:
         self.source = source
         self.recorder = recorder
+        self.run_id = run_id or os.urandom(8).hex()
         self.steps = 0
+        self._run_bytes = self.run_id.encode()
+        self._previous_tokens = b""
+        self._fetcher = _FetchWorker(source) if concurrent_fetch else None
+
+    def nonce_for(self, step: int) -> bytes:
+        """SHA-256 over the run id, the step and the previous step's chosen token ids."""
+        h = hashlib.sha256(self._run_bytes)
+        h.update(step.to_bytes(8, "little"))
+        h.update(self._previous_tokens)
+        return h.digest()
 
     def sample(
         self,
         logits: torch.Tensor,
         batch: SamplingBatch,
-        output_index: Sequence[int] | None = None,
+        output_index: Sequence[int] | np.ndarray | None = None,
         *,
         force: bool = True,
     ) -> StepResult:
-        """Choose and force a token for every row in ``batch.rows`` of ``logits`` [B, V].
+        """Choose (and with ``force``, force) a token for every row in ``batch.rows``.
 
-        ``output_index[i]`` (optional, one per entry of ``batch.rows``) is how many tokens row
-        i's request had generated before this step; it goes into the records. ``force=False``
-        leaves ``logits`` as they are (a tensor-parallel engine forces on every rank itself).
+        ``logits`` [B, V]. ``output_index[i]`` (optional) is how many tokens the request of
+        ``batch.rows[i]`` had generated before this step; it goes into the records. Raises only
+        on a programming error; entropy failures become fallback or forced stops (see module).
         """
-        if not batch.rows:
-            empty = torch.empty(0, dtype=torch.int64)
-            return StepResult((), empty, torch.empty(0, dtype=torch.float64), empty, None, ())
         self.steps += 1
+        step = self.steps
+        need = batch.counts[batch.counts > 0]
+        nonce = self.nonce_for(step) if len(need) else b""
+        job = self._start_fetch(need, nonce) if len(need) else None
+
         sub = logits if batch.row_index is None else logits.index_select(0, batch.row_index)
         candidates = shape(sub, batch.params)
 
-        u = torch.full((len(batch.rows),), 0.5, dtype=torch.float64)
+        n = len(batch.rows)
+        u = np.full(n, 0.5, dtype=np.float64)
+        z = np.zeros(n, dtype=np.float64)
+        mean = np.zeros(n, dtype=np.float64)
+        forced_stop = np.zeros(n, dtype=bool)
         fetched: EntropyBatch | None = None
-        amplified: Amplified | None = None
-        if batch.entropy_rows:
-            fetched = self.source.get_random_bytes_batch(batch.counts)
-            amplified = amplify(fetched.data, batch.counts, batch.mean, batch.std, batch.epsilon)
-            u[batch.entropy_index] = torch.from_numpy(amplified.u)
-        selection = choose(candidates, u.to(sub.device))
+        error: EntropyError | None = None
+        if job is not None:
+            try:
+                fetched = self._finish_fetch(job)
+            except EntropyError as exc:
+                error = exc
+            if fetched is not None:
+                rows = batch.entropy_rows
+                amplified = amplify(
+                    fetched.data, job.counts, batch.mean[rows], batch.std[rows], batch.epsilon[rows]
+                )
+                u[rows], z[rows], mean[rows] = amplified.u, amplified.z, amplified.sample_mean
+            else:
+                # No randomness may choose: u = 0 picks the argmax, replaced below by the
+                # request's stop token where one is known.
+                forced_stop[batch.entropy_rows] = True
+                u[batch.entropy_rows] = 0.0
+        u_device = torch.from_numpy(u)
+        if sub.device.type != "cpu":
+            u_device = u_device.pin_memory().to(sub.device, non_blocking=True)
+        selection = choose(candidates, u_device)
+        token_ids = selection.token_ids
+        if forced_stop.any():
+            token_ids = self._stop_tokens(token_ids, batch, forced_stop)
         if force:
-            force_tokens(logits, selection.token_ids, batch.row_index)
+            force_rows(logits, per_row_tokens(token_ids, batch, logits.shape[0]))
 
-        if self.recorder is None:
-            return StepResult(
-                batch.rows, selection.token_ids.cpu(), u, selection.token_ids, fetched, ()
-            )
-        # Two device-to-host copies per step for everything the records need.
-        ints = torch.stack([selection.token_ids, selection.ranks, candidates.num_kept]).cpu()
-        floats = torch.stack(
-            [selection.probs, candidates.temperature.to(selection.probs), candidates.entropy()]
-        ).cpu()
-        records = self._records(
-            batch, ints, floats, u, fetched, amplified, output_index, self.steps
+        result = StepResult(
+            step=step,
+            batch=batch,
+            device_token_ids=token_ids,
+            ranks=selection.ranks,
+            probs=selection.probs,
+            num_kept=candidates.num_kept,
+            temperature=candidates.temperature,
+            entropy_nats=None,
+            u=u,
+            z=z,
+            sample_mean=mean,
+            entropy=fetched,
+            error=error,
+            forced_stop=forced_stop,
+            nonce=nonce,
+            timestamp_ns=time.time_ns(),
+            output_index=None if output_index is None else np.asarray(output_index, np.int64),
         )
-        self.recorder.record(records)
-        return StepResult(batch.rows, ints[0], u, selection.token_ids, fetched, records)
+        if self.recorder is not None and self.recorder.wants_records:
+            result.entropy_nats = candidates.entropy()
+        self._previous_tokens = _token_bytes(token_ids)
+        if self.recorder is not None:
+            self.recorder.submit(result)
+        return result
+
+    def _start_fetch(self, counts: np.ndarray, nonce: bytes) -> _FetchJob:
+        job = _FetchJob(tuple(counts.tolist()), nonce)
+        if self._fetcher is None:
+            job.run(self.source)
+        else:
+            self._fetcher.submit(job)
+        return job
+
+    @staticmethod
+    def _finish_fetch(job: _FetchJob) -> EntropyBatch:
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    @staticmethod
+    def _stop_tokens(
+        token_ids: torch.Tensor, batch: SamplingBatch, forced_stop: np.ndarray
+    ) -> torch.Tensor:
+        """Rows whose entropy failed: their stop token, or their argmax (u = 0) when none is
+        known (a request that ignores EOS and has no stop token cannot be stopped)."""
+        stop = batch.stop_tokens
+        known = forced_stop & (stop >= 0)
+        if not known.any():
+            return token_ids
+        values = torch.from_numpy(np.where(known, stop, -1)).to(token_ids.device)
+        return torch.where(values >= 0, values, token_ids)
 
     def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()
         self.source.close()
         if self.recorder is not None:
             self.recorder.close()
 
-    @staticmethod
-    def _records(
-        batch: SamplingBatch,
-        ints: torch.Tensor,
-        floats: torch.Tensor,
-        u: torch.Tensor,
-        fetched: EntropyBatch | None,
-        amplified: Amplified | None,
-        output_index: Sequence[int] | None,
-        step: int = 0,
-    ) -> tuple[TokenRecord, ...]:
-        """One record per row from CPU tensors: ``ints`` [3, R] = token id, rank, candidates;
-        ``floats`` [3, R] = probability, temperature, entropy."""
-        n = len(batch.rows)
-        positions = list(output_index) if output_index is not None else [-1] * n
-        z = [0.0] * n
-        means = [0.0] * n
-        counts = [0] * n
-        if amplified is not None:
-            for j, zj, mj, cj in zip(
-                batch.entropy_rows,
-                amplified.z.tolist(),
-                amplified.sample_mean.tolist(),
-                batch.counts,
-                strict=True,
-            ):
-                z[j], means[j], counts[j] = zj, mj, cj
-        token_ids, ranks, num_kept = ints.tolist()
-        probs, temps, ents = floats.tolist()
-        us = u.tolist()
-        now = time.time_ns()
-        src = fetched or EntropyBatch(data=b"", counts=(), source="none")
-        return tuple(
-            TokenRecord(
-                request_id=batch.request_ids[i],
-                token_id=token_ids[i],
-                rank=ranks[i],
-                probability=probs[i],
-                num_candidates=num_kept[i],
-                temperature=temps[i],
-                entropy_nats=ents[i],
-                u=us[i],
-                z=z[i],
-                sample_mean=means[i],
-                sample_count=counts[i],
-                source=src.source if counts[i] else "none",
-                fallback=src.fallback and counts[i] > 0,
-                fallback_reason=src.fallback_reason,
-                device_id=src.device_id,
-                server_timestamp_ns=src.generation_timestamp_ns,
-                fetch_latency_us=src.latency_ns / 1000.0,
-                timestamp_ns=now,
-                config_hash=batch.configs[i].config_hash,
-                greedy=batch.configs[i].is_greedy,
-                output_index=positions[i],
-                step=step,
-            )
-            for i in range(n)
-        )
+
+def per_row_tokens(token_ids: torch.Tensor, batch: SamplingBatch, rows: int) -> torch.Tensor:
+    """int64 [rows]: ``token_ids`` [S] placed at their logits rows, -1 elsewhere."""
+    if batch.row_index is None:
+        return token_ids
+    out = torch.full((rows,), NOT_FORCED, dtype=torch.int64, device=token_ids.device)
+    out.index_copy_(0, batch.row_index, token_ids)  # in place on our own fresh tensor
+    return out
+
+
+def _token_bytes(token_ids: torch.Tensor) -> bytes:
+    """The chosen ids as little-endian int64 bytes, for the next step's nonce."""
+    if token_ids.device.type != "cpu":
+        # The previous step's ids: by the next step the engine has long synchronised.
+        token_ids = token_ids.to("cpu", non_blocking=False)
+    return bytes(token_ids.numpy().astype("<i8").tobytes())
+
+
+class _FetchJob:
+    """One step's fetch: filled by the worker thread (or inline), waited on by the step."""
+
+    __slots__ = ("counts", "done", "error", "nonce", "result")
+
+    def __init__(self, counts: tuple[int, ...], nonce: bytes) -> None:
+        self.counts = counts
+        self.nonce = nonce
+        self.done = threading.Event()
+        self.result: EntropyBatch | None = None
+        self.error: EntropyError | None = None
+
+    def run(self, source: EntropySource) -> None:
+        try:
+            self.result = source.fetch_batch(self.counts, self.nonce)
+        except EntropyError as exc:
+            self.error = exc
+        except Exception as exc:  # a source bug must not kill the engine: treat as a failure
+            self.error = EntropyError(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.done.set()
+
+
+class _FetchWorker:
+    """A daemon thread that runs fetches while the engine thread shapes the distributions.
+
+    Fetching blocks on I/O (gRPC) or the kernel (``getrandom``), both without the GIL, so the
+    wait overlaps with the tensor work of the same step. One job at a time, in order.
+    """
+
+    def __init__(self, source: EntropySource) -> None:
+        self._source = source
+        self._jobs: queue.SimpleQueue[_FetchJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: _FetchJob) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="qr-sampler-fetch", daemon=True
+                    )
+                    self._thread.start()
+        self._jobs.put(job)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job.run(self._source)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None

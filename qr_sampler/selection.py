@@ -1,17 +1,30 @@
 """Batched token selection: shape each row's distribution, then pick by a uniform u.
 
-Pipeline, per row, as tensor operations over all rows at once (on the logits' device):
+Pipeline, per row, as tensor operations over rows at once (on the logits' device):
 
-1. candidates — the k most probable tokens in descending order (top-k is invariant to the
-   temperature, so it runs on raw logits). Exact block pruning avoids a full ``topk`` pass.
+1. candidates — the row's tokens in descending order, as far as they can matter (top-k is
+   invariant to the temperature, so it runs on raw logits);
 2. temperature — fixed, or EDT: T = clamp(base · (H / ln V)^exponent, min, max) with H the
-   Shannon entropy of the full softmax at T = 1. T = 0 (fixed) means greedy.
-3. softmax over the candidates (float64), then min-p, renormalize, then top-p (the smallest
-   prefix whose mass reaches p; the first token is always kept), renormalize.
+   Shannon entropy of the full softmax at T = 1. T = 0 (fixed) means greedy;
+3. softmax (float64 where it decides), then min-p, renormalize, then top-p (the smallest
+   prefix whose mass reaches p; the first token is always kept), renormalize;
 4. choose — the first candidate whose cumulative probability is ≥ u.
 
 So a token's selection probability is exactly its filtered probability when u is uniform.
-Shapes: logits [R, V] float (any float dtype); per-row parameters [R]; candidates [R, K].
+
+Cost per row is bounded by the row's own settings, never by its neighbours': rows are split
+into two groups on the host (from settings alone, no device read):
+
+- **bounded** — greedy rows and rows with 0 < top-k ≤ :data:`BOUNDED_K_LIMIT`: exact block-pruned
+  top-k over the group's largest k, then float64 over those k candidates only;
+- **full vocabulary** — top-k off or large: one float32 sort per row, float64 only on the prefix
+  that carries probability (tokens more than :data:`_TAIL_GAP` below the top in scaled logit
+  weigh < e⁻⁶⁰ each, below float64's resolution of the cdf; they still count in the softmax
+  normalizer, summed in float32). Sizing that prefix reads one number back from the device:
+  the only device sync here, and only in steps that have such rows.
+
+Shapes: logits [R, V] float (any float dtype); per-row parameters [R]; a group's candidates
+[Rg, Kg].
 """
 
 from __future__ import annotations
@@ -19,7 +32,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import numpy as np
 import torch
 
 from qr_sampler.types import SamplingConfig
@@ -27,34 +42,180 @@ from qr_sampler.types import SamplingConfig
 #: Block width of the pruning pass. 64 float32 = 256 bytes: wide enough that the block-max pass
 #: is a fast vectorized reduction, narrow enough that k blocks hold few candidates.
 _BLOCK = 64
+#: Largest top-k served by block pruning; above it a sort of the row is as cheap.
+BOUNDED_K_LIMIT = 1024
+#: Scaled-logit gap below the row's top beyond which a token's probability (< e⁻⁶⁰ ≈ 9e-27,
+#: times any vocabulary < 1e-20) is below float64's resolution of the cdf.
+_TAIL_GAP = 60.0
+
+#: Token id meaning "this row is not forced": the engine's own sampler picks it.
+NOT_FORCED = -1
+
+#: Rows of :attr:`SelectionParams.floats`, in order.
+FLOAT_FIELDS = (
+    "fixed_temperature",
+    "inv_temperature",  # 1 / fixed temperature; 1 for greedy rows
+    "edt_base",
+    "edt_exponent",
+    "edt_min",
+    "edt_max",
+    "top_p_cut",  # top_p, or +inf where top_p = 1 (no cut, no rounding)
+    "min_p",
+)
+_F = {name: i for i, name in enumerate(FLOAT_FIELDS)}
+
+
+def host_rows(configs: Sequence[SamplingConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                          np.ndarray]:
+    """Per-row settings as host arrays: floats [8, R] float64, top_k, greedy, edt [R]."""
+    floats = np.empty((len(FLOAT_FIELDS), len(configs)), dtype=np.float64)
+    for j, c in enumerate(configs):
+        floats[:, j] = row_floats(c)
+    top_k = np.array([c.top_k for c in configs], dtype=np.int64)
+    greedy = np.array([c.is_greedy for c in configs], dtype=bool)
+    edt = np.array([c.temperature_strategy == "edt" for c in configs], dtype=bool)
+    return floats, top_k, greedy, edt
+
+
+def row_floats(c: SamplingConfig) -> tuple[float, ...]:
+    """One config's column of :data:`FLOAT_FIELDS`."""
+    t = c.fixed_temperature
+    return (
+        t,
+        1.0 if t == 0 else 1.0 / t,
+        c.edt_base_temp,
+        c.edt_exponent,
+        c.edt_min_temp,
+        c.edt_max_temp,
+        c.top_p if c.top_p < 1 else math.inf,
+        c.min_p,
+    )
 
 
 @dataclass(frozen=True)
 class SelectionParams:
-    """Per-row parameters as tensors on the logits' device, built once per batch composition.
+    """Per-row parameters on the logits' device, and the host copies that decide the work.
 
-    The Python-level summaries (``max_top_k``, ``any_*``) let the hot path skip work without
-    reading tensors back from the device.
+    The host arrays let the step choose groups and skip stages without reading tensors back
+    from the device.
     """
 
-    fixed_temperature: torch.Tensor  # float64 [R]
-    inv_temperature: torch.Tensor  # float64 [R]: 1 / fixed temperature; 1 for greedy rows
-    edt: torch.Tensor  # bool [R]
-    edt_base: torch.Tensor  # float64 [R]
-    edt_exponent: torch.Tensor  # float64 [R]
-    edt_min: torch.Tensor  # float64 [R]
-    edt_max: torch.Tensor  # float64 [R]
+    floats: torch.Tensor  # float64 [8, R] on the device, rows per FLOAT_FIELDS
     top_k: torch.Tensor  # int64 [R], 0 = off
-    top_p_cut: torch.Tensor  # float64 [R]: top_p, or +inf where top_p = 1 (no cut, no rounding)
-    min_p: torch.Tensor  # float64 [R]
     greedy: torch.Tensor  # bool [R]
-    max_top_k: int  # 0 when some row has top-k off (then every row needs the full vocabulary)
-    any_edt: bool
-    any_min_p: bool
-    any_top_p: bool
-    any_greedy: bool
+    edt: torch.Tensor  # bool [R]
+    host_floats: np.ndarray  # float64 [8, R]
+    host_top_k: np.ndarray  # int64 [R]
+    host_greedy: np.ndarray  # bool [R]
+    host_edt: np.ndarray  # bool [R]
     #: Cache of "position ≥ row's k" masks by candidate count K; filled on first use.
     _beyond_k: dict[int, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_host(
+        cls,
+        floats: np.ndarray,
+        top_k: np.ndarray,
+        greedy: np.ndarray,
+        edt: np.ndarray,
+        device: torch.device | str = "cpu",
+    ) -> SelectionParams:
+        """From host arrays (see :func:`host_rows`); two small copies to the device."""
+        device = torch.device(device)
+        ints = torch.from_numpy(np.stack([top_k, greedy, edt]).astype(np.int64))
+        dev_floats = torch.from_numpy(np.ascontiguousarray(floats))
+        if device.type != "cpu":
+            dev_floats = dev_floats.pin_memory().to(device, non_blocking=True)
+            ints = ints.pin_memory().to(device, non_blocking=True)
+        return cls(
+            floats=dev_floats,
+            top_k=ints[0],
+            greedy=ints[1].bool(),
+            edt=ints[2].bool(),
+            host_floats=floats,
+            host_top_k=top_k,
+            host_greedy=greedy,
+            host_edt=edt,
+        )
+
+    @classmethod
+    def from_configs(
+        cls, configs: Sequence[SamplingConfig], device: torch.device | str = "cpu"
+    ) -> SelectionParams:
+        return cls.from_host(*host_rows(configs), device=device)
+
+    def subset(self, host_index: np.ndarray, index: torch.Tensor) -> SelectionParams:
+        """The parameters of some rows (``host_index`` on the host, ``index`` on the device)."""
+        return SelectionParams(
+            floats=self.floats.index_select(1, index),
+            top_k=self.top_k.index_select(0, index),
+            greedy=self.greedy.index_select(0, index),
+            edt=self.edt.index_select(0, index),
+            host_floats=self.host_floats[:, host_index],
+            host_top_k=self.host_top_k[host_index],
+            host_greedy=self.host_greedy[host_index],
+            host_edt=self.host_edt[host_index],
+        )
+
+    def _row(self, name: str) -> torch.Tensor:
+        return self.floats[_F[name]]
+
+    @property
+    def fixed_temperature(self) -> torch.Tensor:
+        return self._row("fixed_temperature")
+
+    @property
+    def inv_temperature(self) -> torch.Tensor:
+        return self._row("inv_temperature")
+
+    @property
+    def edt_base(self) -> torch.Tensor:
+        return self._row("edt_base")
+
+    @property
+    def edt_exponent(self) -> torch.Tensor:
+        return self._row("edt_exponent")
+
+    @property
+    def edt_min(self) -> torch.Tensor:
+        return self._row("edt_min")
+
+    @property
+    def edt_max(self) -> torch.Tensor:
+        return self._row("edt_max")
+
+    @property
+    def top_p_cut(self) -> torch.Tensor:
+        return self._row("top_p_cut")
+
+    @property
+    def min_p(self) -> torch.Tensor:
+        return self._row("min_p")
+
+    @property
+    def rows(self) -> int:
+        return int(self.host_top_k.shape[0])
+
+    @cached_property
+    def any_edt(self) -> bool:
+        return bool(self.host_edt.any())
+
+    @cached_property
+    def any_greedy(self) -> bool:
+        return bool(self.host_greedy.any())
+
+    @cached_property
+    def any_min_p(self) -> bool:
+        return bool((self.host_floats[_F["min_p"]] > 0).any())
+
+    @cached_property
+    def any_top_p(self) -> bool:
+        return bool(np.isfinite(self.host_floats[_F["top_p_cut"]]).any())
+
+    def candidate_counts(self, vocab: int) -> np.ndarray:
+        """Host: how many candidates each row can need (1 for greedy, top-k, else V)."""
+        k = np.where(self.host_top_k > 0, np.minimum(self.host_top_k, vocab), vocab)
+        return np.where(self.host_greedy, 1, k)
 
     def beyond_k(self, k: int) -> torch.Tensor:
         """bool [R, k]: True where a candidate position is past the row's top-k."""
@@ -66,71 +227,27 @@ class SelectionParams:
             self._beyond_k[k] = mask
         return mask
 
-    @property
-    def rows(self) -> int:
-        return int(self.top_k.shape[0])
-
-    @classmethod
-    def from_configs(
-        cls, configs: Sequence[SamplingConfig], device: torch.device | str = "cpu"
-    ) -> SelectionParams:
-        def f64(values: list[float]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.float64, device=device)
-
-        def flag(values: list[bool]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.bool, device=device)
-
-        top_k = [c.top_k for c in configs]
-        edt = [c.temperature_strategy == "edt" for c in configs]
-        greedy = [c.is_greedy for c in configs]
-        return cls(
-            fixed_temperature=f64([c.fixed_temperature for c in configs]),
-            inv_temperature=f64(
-                [1.0 if c.fixed_temperature == 0 else 1.0 / c.fixed_temperature for c in configs]
-            ),
-            edt=flag(edt),
-            edt_base=f64([c.edt_base_temp for c in configs]),
-            edt_exponent=f64([c.edt_exponent for c in configs]),
-            edt_min=f64([c.edt_min_temp for c in configs]),
-            edt_max=f64([c.edt_max_temp for c in configs]),
-            top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-            top_p_cut=f64([c.top_p if c.top_p < 1 else math.inf for c in configs]),
-            min_p=f64([c.min_p for c in configs]),
-            greedy=flag(greedy),
-            max_top_k=0 if any(k == 0 for k in top_k) else max(top_k, default=0),
-            any_edt=any(edt),
-            any_min_p=any(c.min_p > 0 for c in configs),
-            any_top_p=any(c.top_p < 1 for c in configs),
-            any_greedy=any(greedy),
-        )
-
 
 @dataclass(frozen=True)
-class Candidates:
-    """Each row's filtered distribution over its candidates, most probable first.
+class CandidateGroup:
+    """One group's filtered distributions over its candidates, most probable first.
 
     ``probs`` rows sum to 1 over the kept prefix and are 0 after it. A row whose logits had no
     finite value has NaN probabilities (``valid`` is False): nothing meaningful to choose.
     """
 
-    token_ids: torch.Tensor  # int64 [R, K]
-    top_logit: torch.Tensor  # [R], the largest logit (non-finite = invalid row)
-    probs: torch.Tensor  # float64 [R, K]
-    cdf: torch.Tensor  # float64 [R, K]
-    num_kept: torch.Tensor  # int64 [R]
-    temperature: torch.Tensor  # float64 [R] (0 for greedy rows)
-    edt_entropy: torch.Tensor | None  # float64 [R] when any row uses EDT
-    edt: torch.Tensor  # bool [R]
-
-    @property
-    def valid(self) -> torch.Tensor:
-        return torch.isfinite(self.top_logit)
+    rows: torch.Tensor | None  # int64 [Rg]: the group's rows among all rows; None = all rows
+    token_ids: torch.Tensor  # int64 [Rg, Kg]
+    top_logit: torch.Tensor  # [Rg], the largest logit (non-finite = invalid row)
+    probs: torch.Tensor  # float64 [Rg, Kg]
+    cdf: torch.Tensor  # float64 [Rg, Kg]
+    num_kept: torch.Tensor  # int64 [Rg]
+    temperature: torch.Tensor  # float64 [Rg] (0 for greedy rows)
+    edt_entropy: torch.Tensor | None  # float64 [Rg] when a row of the group uses EDT
+    edt: torch.Tensor  # bool [Rg]
 
     def entropy(self) -> torch.Tensor:
-        """Nats: of the full softmax for EDT rows, else of the filtered distribution.
-
-        Computed on demand because only the records need it.
-        """
+        """Nats: of the full softmax for EDT rows, else of the filtered distribution."""
         filtered: torch.Tensor = torch.special.entr(self.probs).sum(dim=1)
         if self.edt_entropy is None:
             return filtered
@@ -138,8 +255,73 @@ class Candidates:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """Every row's candidates, as one or two groups (see the module docstring).
+
+    The merged properties (``token_ids``, ``probs``, ``num_kept``, …) pad the groups into one
+    [R, K] view for inspection and tests; the hot path works per group and never merges.
+    """
+
+    groups: tuple[CandidateGroup, ...]
+    num_rows: int
+
+    def _merged(self, name: str) -> torch.Tensor:
+        parts: list[tuple[torch.Tensor | None, torch.Tensor]] = [
+            (g.rows, getattr(g, name)) for g in self.groups
+        ]
+        if len(parts) == 1 and parts[0][0] is None:
+            return parts[0][1]
+        first = parts[0][1]
+        width = max(p.shape[1] for _, p in parts) if first.dim() == 2 else 0
+        shape = (self.num_rows, width) if first.dim() == 2 else (self.num_rows,)
+        fill = -1 if first.dtype == torch.int64 and first.dim() == 2 else 0
+        out = torch.full(shape, fill, dtype=first.dtype, device=first.device)
+        for rows, values in parts:
+            assert rows is not None
+            if values.dim() == 2:
+                out[rows, : values.shape[1]] = values
+            else:
+                out[rows] = values
+        return out
+
+    @property
+    def token_ids(self) -> torch.Tensor:
+        return self._merged("token_ids")
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self._merged("probs")
+
+    @property
+    def num_kept(self) -> torch.Tensor:
+        return self._merged("num_kept")
+
+    @property
+    def top_logit(self) -> torch.Tensor:
+        return self._merged("top_logit")
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self._merged("temperature")
+
+    @property
+    def valid(self) -> torch.Tensor:
+        return torch.isfinite(self.top_logit)
+
+    def entropy(self) -> torch.Tensor:
+        """float64 [R]; see :meth:`CandidateGroup.entropy`. Only the records need it."""
+        if len(self.groups) == 1 and self.groups[0].rows is None:
+            return self.groups[0].entropy()
+        out = torch.zeros(self.num_rows, dtype=torch.float64, device=self.groups[0].probs.device)
+        for g in self.groups:
+            assert g.rows is not None
+            out.index_copy_(0, g.rows, g.entropy())  # in place on our own fresh tensor
+        return out
+
+
+@dataclass(frozen=True)
 class Selection:
-    """The chosen token per row and how likely it was."""
+    """The chosen token per row and how likely it was. ``token_ids`` is -1 for invalid rows."""
 
     token_ids: torch.Tensor  # int64 [R]
     ranks: torch.Tensor  # int64 [R], 0 = most probable
@@ -197,28 +379,86 @@ def edt_temperature(entropy: torch.Tensor, vocab: int, params: SelectionParams) 
 
 
 def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
-    """Steps 1–3: candidates, temperature and filters, for every row of ``logits``.
+    """Steps 1–3 for every row of ``logits`` [R, V], grouped by the work a row needs."""
+    rows, vocab = logits.shape
+    counts = params.candidate_counts(vocab)
+    bounded = counts <= min(BOUNDED_K_LIMIT, vocab - 1)
+    if bounded.all():
+        return Candidates((_shape_bounded(logits, params, int(counts.max(initial=1)), None),), rows)
+    if not bounded.any():
+        return Candidates((_shape_full(logits, params, None),), rows)
+    groups = []
+    for members in (np.flatnonzero(bounded), np.flatnonzero(~bounded)):
+        index = torch.from_numpy(members).to(logits.device, non_blocking=True)
+        sub = params.subset(members, index)
+        part = logits.index_select(0, index)
+        if members is not None and bounded[members[0]]:
+            groups.append(_shape_bounded(part, sub, int(counts[members].max()), index))
+        else:
+            groups.append(_shape_full(part, sub, index))
+    return Candidates(tuple(groups), rows)
 
-    Kept to few tensor operations: at small batches each op's fixed cost dominates.
-    """
-    _, vocab = logits.shape
-    k = params.max_top_k if 0 < params.max_top_k < vocab else vocab
-    values, token_ids = top_candidates(logits, k)
 
+def _temperatures(
+    logits: torch.Tensor, params: SelectionParams
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Each row's temperature, its reciprocal (1 for greedy rows) and, with EDT, H at T = 1."""
     temperature = params.fixed_temperature
     inv_temperature = params.inv_temperature
     edt_entropy = None
     if params.any_edt:
         edt_entropy = shannon_entropy(logits)
         temperature = torch.where(
-            params.edt, edt_temperature(edt_entropy, vocab, params), temperature
+            params.edt, edt_temperature(edt_entropy, logits.shape[1], params), temperature
         )
         inv_temperature = torch.where(params.greedy, 1.0, temperature.reciprocal())
+    return temperature, inv_temperature, edt_entropy
+
+
+def _shape_bounded(
+    logits: torch.Tensor, params: SelectionParams, k: int, rows: torch.Tensor | None
+) -> CandidateGroup:
+    """Block-pruned top-k (k = the group's largest), then float64 over those k only."""
+    values, token_ids = top_candidates(logits, k)
+    temperature, inv_temperature, edt_entropy = _temperatures(logits, params)
     x = values.double() * inv_temperature.unsqueeze(1)
     # In place on our own float64 copy: drop positions past each row's k, and NaN logits.
     x.masked_fill_(params.beyond_k(k), float("-inf")).nan_to_num_(nan=float("-inf"))
+    probs = _filter(torch.softmax(x, dim=1), params)
+    return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
 
-    probs = torch.softmax(x, dim=1)
+
+def _shape_full(
+    logits: torch.Tensor, params: SelectionParams, rows: torch.Tensor | None
+) -> CandidateGroup:
+    """Top-k off (or large): a float32 sort per row; float64 only where probability is."""
+    vocab = logits.shape[1]
+    x: torch.Tensor = logits.float().nan_to_num(nan=float("-inf"))
+    values, token_ids = torch.sort(x, dim=1, descending=True)
+    temperature, inv_temperature, edt_entropy = _temperatures(x, params)
+    top = values[:, :1]
+    scaled = (values - top) * inv_temperature.float().unsqueeze(1)  # float32 [Rg, V], ≤ 0
+    positions = torch.arange(vocab, device=x.device)
+    cap = torch.where(params.top_k > 0, params.top_k.clamp(max=vocab), vocab)
+    in_topk = positions.unsqueeze(0) < cap.unsqueeze(1)
+    # Sorted rows: the tokens within the gap form a prefix of each row.
+    prefix = ((scaled >= -_TAIL_GAP) & in_topk).sum(dim=1)
+    width = max(int(prefix.max()), 1)  # the one device read of this group
+    x64 = (values[:, :width].double() - top.double()) * inv_temperature.unsqueeze(1)
+    x64.masked_fill_(positions[:width].unsqueeze(0) >= prefix.unsqueeze(1), float("-inf"))
+    weights = torch.exp(x64)  # 0 past each row's prefix
+    tail = torch.where(
+        (positions.unsqueeze(0) >= prefix.unsqueeze(1)) & in_topk, torch.exp(scaled), 0.0
+    ).sum(dim=1, dtype=torch.float64)
+    probs = weights / (weights.sum(dim=1, keepdim=True) + tail.unsqueeze(1))
+    probs = _filter(probs, params)
+    return _group(
+        rows, token_ids[:, :width], values[:, 0], probs, temperature, edt_entropy, params
+    )
+
+
+def _filter(probs: torch.Tensor, params: SelectionParams) -> torch.Tensor:
+    """min-p then top-p on float64 probabilities sorted descending, each renormalized."""
     if params.any_min_p:
         probs = probs * (probs >= params.min_p.unsqueeze(1) * probs[:, :1])
         probs = probs / probs.sum(dim=1, keepdim=True)
@@ -231,10 +471,24 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
         # from the first candidate on, so any u picks it).
         probs = probs.masked_fill(params.greedy.unsqueeze(1), 0.0)
         probs[:, 0].masked_fill_(params.greedy, 1.0)  # in place on the fresh masked copy
+    return probs
+
+
+def _group(
+    rows: torch.Tensor | None,
+    token_ids: torch.Tensor,
+    top_logit: torch.Tensor,
+    probs: torch.Tensor,
+    temperature: torch.Tensor,
+    edt_entropy: torch.Tensor | None,
+    params: SelectionParams,
+) -> CandidateGroup:
+    if params.any_greedy:
         temperature = torch.where(params.greedy, 0.0, temperature)
-    return Candidates(
+    return CandidateGroup(
+        rows=rows,
         token_ids=token_ids,
-        top_logit=values[:, 0],
+        top_logit=top_logit,
         probs=probs,
         cdf=torch.cumsum(probs, dim=1),
         # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
@@ -246,15 +500,39 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
 
 
 def choose(candidates: Candidates, u: torch.Tensor) -> Selection:
-    """Step 4: per row, the first candidate whose cumulative probability is ≥ u (float64 [R])."""
-    position = torch.searchsorted(candidates.cdf, u.unsqueeze(1).to(candidates.cdf.dtype))
+    """Step 4: per row, the first candidate whose cumulative probability is ≥ u (float64 [R]).
+
+    Rows whose logits had no finite value get token -1 (nothing to choose from).
+    """
+    picks = [(g.rows, _choose_group(g, u if g.rows is None else u.index_select(0, g.rows)))
+             for g in candidates.groups]
+    if len(picks) == 1 and picks[0][0] is None:
+        return picks[0][1]
+    device = candidates.groups[0].probs.device
+    n = candidates.num_rows
+    token_ids = torch.full((n,), -1, dtype=torch.int64, device=device)
+    ranks = torch.zeros(n, dtype=torch.int64, device=device)
+    probs = torch.zeros(n, dtype=torch.float64, device=device)
+    for rows, part in picks:
+        assert rows is not None
+        # In place on our own fresh tensors.
+        token_ids.index_copy_(0, rows, part.token_ids)
+        ranks.index_copy_(0, rows, part.ranks)
+        probs.index_copy_(0, rows, part.probs)
+    return Selection(token_ids=token_ids, ranks=ranks, probs=probs)
+
+
+def _choose_group(group: CandidateGroup, u: torch.Tensor) -> Selection:
+    position = torch.searchsorted(group.cdf, u.unsqueeze(1).to(group.cdf.dtype))
     # Rounding can leave the last cdf a hair below u: clamp to the last kept candidate.
-    position = torch.minimum(position.squeeze(1), candidates.num_kept - 1).clamp(min=0)
+    position = torch.minimum(position.squeeze(1), group.num_kept - 1).clamp(min=0)
     pos2 = position.unsqueeze(1)
+    token_ids = group.token_ids.gather(1, pos2).squeeze(1)
+    valid = torch.isfinite(group.top_logit)
     return Selection(
-        token_ids=candidates.token_ids.gather(1, pos2).squeeze(1),
+        token_ids=torch.where(valid, token_ids, -1),
         ranks=position,
-        probs=candidates.probs.gather(1, pos2).squeeze(1),
+        probs=group.probs.gather(1, pos2).squeeze(1),
     )
 
 
@@ -263,7 +541,8 @@ def force_tokens(
 ) -> None:
     """Make each row one-hot: the chosen token 0, everything else -inf. In place on ``logits``.
 
-    ``rows`` (int64 [R']) restricts the write to those rows; None means every row.
+    ``rows`` (int64 [R']) restricts the write to those rows; None means every row. Token ids
+    must be valid (≥ 0); for rows that may carry -1 use ``engine.distributed.force_rows``.
     """
     if rows is None:
         logits.fill_(float("-inf"))  # in place: the engine reads the forced logits back
@@ -273,3 +552,17 @@ def force_tokens(
         logits.index_put_(
             (rows, token_ids), torch.zeros((), dtype=logits.dtype, device=logits.device)
         )
+
+
+def force_rows(logits: torch.Tensor, token_ids: torch.Tensor) -> None:
+    """Make every row with ``token_ids[row] >= 0`` one-hot on that token, in place.
+
+    ``logits`` [B, V]; ``token_ids`` int64 [B] on the same device, -1 (:data:`NOT_FORCED`) for
+    rows to leave as they are. No host sync: the row mask is applied with tensor ops.
+    """
+    forced = token_ids >= 0
+    index = token_ids.clamp(min=0).unsqueeze(1)
+    kept = logits.gather(1, index)  # unforced rows get their own value back below
+    # In place: the engine reads the forced logits back.
+    logits.masked_fill_(forced.unsqueeze(1), float("-inf"))
+    logits.scatter_(1, index, torch.where(forced.unsqueeze(1), torch.zeros_like(kept), kept))

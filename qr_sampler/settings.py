@@ -155,15 +155,33 @@ class Settings(BaseSettings):
         3, "Consecutive failures that open the breaker.", ge=1, le=1000
     )
     cb_recovery_window_s: float = _setting(
-        10.0, "Seconds open before a trial call (half-open).", gt=0
+        2.0,
+        "Seconds open before a trial call while the server still accepts connections (one "
+        "that refuses them is watched without calls and tried as soon as it accepts); short, "
+        "so quantum bytes return within seconds.",
+        gt=0,
     )
     cb_max_recovery_window_s: float = _setting(
-        300.0, "Cap of the recovery window, which doubles on each re-open.", gt=0
+        4.0,
+        "Cap of the recovery window, which doubles on each failed trial; a trial is one call, "
+        "so a short cap costs little and keeps the return fast.",
+        gt=0,
     )
 
     # --- amplification ------------------------------------------------------------------------
     sample_count: int = _setting(
-        20480, "Entropy bytes drawn per token.", per_request=True, ge=1, le=10_000_000
+        20480,
+        "Entropy bytes drawn per token (a request may ask up to QR_MAX_REQUEST_SAMPLE_COUNT).",
+        per_request=True,
+        ge=1,
+        le=10_000_000,
+    )
+    max_request_sample_count: int = _setting(
+        65536,
+        "Most bytes per token a request may ask for (qr_sample_count): bounds what one request "
+        "can spend of a metered source's quota.",
+        ge=1,
+        le=10_000_000,
     )
     population_mean: float = _setting(
         127.5, "Expected byte mean of an unbiased source.", ge=0, le=255
@@ -178,7 +196,11 @@ class Settings(BaseSettings):
         "fixed", "fixed, or edt (entropy-dependent temperature).", per_request=True
     )
     fixed_temperature: float = _setting(
-        0.7, "Temperature for the fixed strategy; 0 = greedy.", per_request=True, ge=0, le=100
+        0.7,
+        "Temperature for the fixed strategy; 0 (or below 1e-5, as in vLLM) = greedy.",
+        per_request=True,
+        ge=0,
+        le=100,
     )
     edt_base_temp: float = _setting(
         0.8, "EDT: T = base · (H / ln V)^exponent.", per_request=True, gt=0, le=100
@@ -186,9 +208,18 @@ class Settings(BaseSettings):
     edt_exponent: float = _setting(
         0.5, "EDT exponent applied to the normalized entropy.", per_request=True, gt=0, le=10
     )
-    edt_min_temp: float = _setting(0.1, "EDT lower clamp of T.", per_request=True, gt=0, le=100)
+    edt_min_temp: float = _setting(
+        0.1, "EDT lower clamp of T (at least 1e-5, vLLM's greedy threshold).",
+        per_request=True, ge=1e-5, le=100,
+    )  # fmt: skip
     edt_max_temp: float = _setting(2.0, "EDT upper clamp of T.", per_request=True, gt=0, le=100)
-    top_k: int = _setting(50, "Keep the k most probable tokens; 0 = off.", per_request=True, ge=0)
+    top_k: int = _setting(
+        50,
+        "Keep the k most probable tokens; 0 = off (values above the vocabulary keep all).",
+        per_request=True,
+        ge=0,
+        le=2**31 - 1,
+    )
     top_p: float = _setting(
         0.9,
         "Keep the smallest set with this much probability; 1 = off.",
@@ -206,6 +237,98 @@ class Settings(BaseSettings):
         "summary", "none, summary (periodic totals) or full (one log line per token)."
     )
     diagnostics_path: str = _setting("", "JSONL file receiving one record per token; empty = off.")
+
+    # --- quotas (shared by the processes of a host) -------------------------------------------
+    quota_state_dir: str = _setting(
+        "",
+        "Folder of the rate-limit and daily-budget state shared by every process of this host "
+        "(one file per server); empty = $XDG_STATE_HOME/qrs/quota or ~/.local/state/qrs/quota.",
+    )
+
+    # --- online health tests (NIST SP 800-90B 4.4) --------------------------------------------
+    health_tests: bool = _setting(
+        True,
+        "Run the NIST repetition count and adaptive proportion tests on every block a device "
+        "source (quantum_grpc, a plugin) fetches; a failing block is served by the fallback.",
+    )
+    health_min_entropy: float = _setting(
+        7.0,
+        "Claimed min-entropy of the source in bits per byte; sets the tests' cutoffs.",
+        gt=0,
+        le=8,
+    )
+    health_alpha_exponent: int = _setting(
+        40,
+        "False-alarm probability of each test is 2^-this (NIST advises 20 to 40).",
+        ge=16,
+        le=64,
+    )
+
+    # --- metrics ------------------------------------------------------------------------------
+    metrics_port: int = _setting(
+        0,
+        "Port of the engine process's own qr_sampler_* Prometheus endpoint (/metrics); 0 = off. "
+        "With PROMETHEUS_MULTIPROC_DIR set the series are on vLLM's /metrics as well.",
+        ge=0,
+        le=65535,
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "Address QR_METRICS_PORT binds; 0.0.0.0 or :: exposes it beyond this machine.",
+        min_length=1,
+    )
+
+    # --- provenance ---------------------------------------------------------------------------
+    diagnostics_max_bytes: int = _setting(
+        256 * 1024 * 1024,
+        "Rotate the diagnostics file when a write would take it past this size (rotated files "
+        "are <name>.000000<suffix>, …; the hash chain runs through them); 0 = never.",
+        ge=0,
+    )
+    entropy_archive_path: str = _setting(
+        "",
+        "Folder keeping every fetch's raw bytes, compressed, so `qrs audit verify --archive` "
+        "can re-derive each token's z and u; empty = off.",
+    )
+    entropy_archive_max_bytes: int = _setting(
+        10 * 1024**3,
+        "Most bytes the entropy archive keeps; beyond it the oldest segments are dropped (and "
+        "logged, with an event the verifier reads); 0 = no bound.",
+        ge=0,
+    )
+
+    # --- secrets ------------------------------------------------------------------------------
+    grpc_api_key_file: str = _setting(
+        "",
+        "File whose content is the API key (e.g. a Compose secret under /run/secrets), read when "
+        "QR_GRPC_API_KEY is empty; keeps the key out of the process environment.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_key_from_file(cls, data: Any) -> Any:
+        """Fill ``grpc_api_key`` from ``grpc_api_key_file`` when no key is set directly.
+
+        Why here: every consumer (the plugin, ``qrs``) reads the key from this model, so a key
+        delivered as a file (a Compose secret, which ``docker inspect`` does not show) works
+        everywhere without a second code path. A key set directly wins over the file.
+        """
+        if not isinstance(data, dict):
+            return data
+        path = data.get("grpc_api_key_file")
+        key = data.get("grpc_api_key")
+        key_text = key.get_secret_value() if isinstance(key, SecretStr) else (key or "")
+        if not isinstance(path, str) or not path.strip() or key_text:
+            return data
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            problem = SettingProblem(
+                env_key("grpc_api_key_file"), _clip(path), f"cannot read: {reason}"
+            )
+            raise _CrossFieldError([problem]) from None
+        return {**data, "grpc_api_key": text.strip()}
 
     # --- single-field rules -------------------------------------------------------------------
     @field_validator("mock_seed", mode="before")
@@ -314,6 +437,14 @@ def cross_field_problems(s: Settings) -> list[SettingProblem]:
                 env_key("grpc_tls"), "true", "TLS over a unix socket is not supported; turn it off"
             )
         )
+    if s.sample_count > s.max_request_sample_count:
+        problems.append(
+            SettingProblem(
+                env_key("sample_count"),
+                str(s.sample_count),
+                f"must be ≤ QR_MAX_REQUEST_SAMPLE_COUNT ({s.max_request_sample_count})",
+            )
+        )
     if s.cb_max_recovery_window_s < s.cb_recovery_window_s:
         problems.append(
             SettingProblem(
@@ -340,6 +471,12 @@ class SettingSpec:
     description: str
     per_request: bool
     secret: bool
+
+
+def setting_default(name: str) -> Any:
+    """The schema's default of field ``name``: for code that needs a default without loading
+    settings (client configs, probe targets), so a changed default cannot drift."""
+    return Settings.model_fields[name].default
 
 
 def env_key(name: str) -> str:

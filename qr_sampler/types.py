@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: (Not 255/sqrt(12) ≈ 73.61, which is the continuous-uniform value.)
 UNIFORM_BYTE_STD = math.sqrt((256**2 - 1) / 12)
 
+#: Temperatures below this are greedy (vLLM's own threshold, ``sampling_params._SAMPLING_EPS``).
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -46,6 +49,9 @@ class SamplingConfig:
     config_hash: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if 0 < self.fixed_temperature < GREEDY_TEMPERATURE:
+            # Too small to divide by (1/T overflows): greedy, as vLLM treats such requests.
+            object.__setattr__(self, "fixed_temperature", 0.0)
         if not self.config_hash:
             payload = {
                 f.name: getattr(self, f.name) for f in fields(self) if f.name != "config_hash"
@@ -107,8 +113,12 @@ class EntropyBatch:
 class TokenRecord:
     """Provenance of one chosen token: the entropy, the math and the result.
 
+    The fields are those of a diagnostics line (``kind: "token"``) without the chain link.
     ``entropy_nats`` is the Shannon entropy of the full softmax at temperature 1 when the EDT
     strategy computed it, otherwise of the filtered distribution the token was drawn from.
+    ``source`` is the source that served the bytes (the fallback's name when ``fallback``),
+    ``"none"`` when no bytes were used (greedy, forced stop) and ``"vllm"`` when vLLM's own
+    sampler chose (``token_id`` -1: by request, or because the row could not be computed).
     """
 
     request_id: str
@@ -138,6 +148,18 @@ class TokenRecord:
     output_index: int = -1
     #: The drawing rank's step counter (one entropy fetch at most per step), from 1.
     step: int = 0
+    run_id: str = ""
+    #: Which of the request's ``n`` choices this token belongs to (0 when n = 1).
+    choice_index: int = 0
+    #: Why the configured source did not serve (see ``EntropyBatch.fallback_kind``).
+    fallback_kind: str = ""
+    #: True when the token was forced to end the request because no entropy was available
+    #: and ``QR_FALLBACK_MODE=error`` forbids any other randomness.
+    forced_stop: bool = False
+    nonce: str = ""  # hex; "" when no bytes were fetched
+    echo_verified: bool | None = None
+    entropy_sha256: str = ""  # of exactly this row's bytes; "" when none were used
+    entropy_ref: str = ""  # the raw-byte archive's pointer to those bytes; "" when off
 
     def to_dict(self) -> dict[str, Any]:
         # Every field is a scalar: a shallow copy keeps field order without asdict's deep copy.

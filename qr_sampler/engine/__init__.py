@@ -8,7 +8,8 @@ the adapters live in submodules that vLLM loads through the entry point
 - :mod:`~qr_sampler.engine.plugin` — the registered class; picks the adapter for the running
   model runner.
 - :mod:`~qr_sampler.engine.v1` / :mod:`~qr_sampler.engine.v2` — the two thin adapters.
-- :mod:`~qr_sampler.engine.rows` — the one helper that tracks which request owns which row.
+- :mod:`~qr_sampler.engine.slots` — per-request state in slots, columnar (vLLM's pattern).
+- :mod:`~qr_sampler.engine.distributed` — one entropy draw per model replica (TP/PP/DP).
 - :mod:`~qr_sampler.engine.requests` — ``SamplingParams`` → per-request config (precedence).
 - :mod:`~qr_sampler.engine.step` — one guarded step: penalties, sample, force, record.
 """

@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import torch
 
+from qr_sampler.selection import NOT_FORCED
+
 logger = logging.getLogger("qr_sampler.engine")
 
 Role = Literal["single", "draw", "follow", "idle"]
 
-#: Token id meaning "this row is not forced": vLLM's own sampler picks it on every rank.
-NOT_FORCED = -1
 
 
 @dataclass(frozen=True)
@@ -181,17 +181,3 @@ class ReplicaLink:
         if lay.dp_size > 1:
             where += f", DP replica {lay.dp_rank}/{lay.dp_size}"
         return f"{where}: {self.role}"
-
-
-def force_rows(logits: torch.Tensor, token_ids: torch.Tensor) -> None:
-    """Make every row with ``token_ids[row] >= 0`` one-hot on that token, in place.
-
-    ``logits`` [B, V]; ``token_ids`` int64 [B] on the same device. Rows with -1 keep their
-    logits. No host sync: the mask is applied with tensor ops, not a nonzero() on the host.
-    """
-    forced = token_ids >= 0
-    index = token_ids.clamp(min=0).unsqueeze(1)
-    kept = logits.gather(1, index)  # unforced rows get their own value back below
-    # In place: the engine reads the forced logits back.
-    logits.masked_fill_(forced.unsqueeze(1), float("-inf"))
-    logits.scatter_(1, index, torch.where(forced.unsqueeze(1), torch.zeros_like(kept), kept))

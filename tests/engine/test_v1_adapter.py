@@ -56,7 +56,7 @@ def named(name: str, **xargs: Any) -> SamplingParams:
 def rows(proc: QRSamplerV1Processor, batch_size: int) -> list[str]:
     """Request id of each row 0..batch_size-1 as the adapter sees them, via its cached batch."""
     batch = proc.step.table.batch_for(tuple(range(batch_size)))
-    assert batch.rows == tuple(range(batch_size))
+    assert batch.rows.tolist() == list(range(batch_size))
     return list(batch.request_ids)
 
 

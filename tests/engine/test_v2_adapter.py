@@ -10,6 +10,7 @@ pass, and the logits are real tensors. Entropy comes from the reference gRPC ser
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,7 +51,7 @@ def _req_states() -> SimpleNamespace:
 
 @pytest.fixture
 def v2(
-    entropy: tuple[Any, ByteSwitch], monkeypatch: pytest.MonkeyPatch
+    entropy: tuple[Any, ByteSwitch], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[tuple[QRSamplerV2Processor, ByteSwitch]]:
     server, switch = entropy
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "quantum_grpc")
@@ -58,6 +59,9 @@ def v2(
     monkeypatch.setenv("QR_FALLBACK_MODE", "error")
     monkeypatch.setenv("QR_SAMPLE_COUNT", "256")
     monkeypatch.setenv("QR_TOP_P", "1")
+    # Constant bytes steer u to its ends here; they would (rightly) fail the health tests.
+    monkeypatch.setenv("QR_HEALTH_TESTS", "false")
+    monkeypatch.setenv("QR_DIAGNOSTICS_PATH", str(tmp_path / "tokens.jsonl"))
     engine_settings.cache_clear()
     procs = build_custom_logits_processors(VllmConfig(), _req_states(), is_pooling_model=False)
     ours = [p for p in procs if isinstance(p, QRSamplerV2Processor)]
@@ -129,7 +133,9 @@ def test_rows_follow_the_slot_mapping(v2: tuple[QRSamplerV2Processor, ByteSwitch
     assert [rank_in(original[r], forced(out[r])) for r in (0, 2, 3)] == [2, 1, 0]
     assert torch.equal(out[1], original[1])  # the bypass row is untouched
     records = proc.step.recorder.recent()
-    assert [r.request_id for r in records] == ["seven", "two", "five"]
+    # Every row has a record: the opted-out one says vLLM chose its token.
+    assert [r.request_id for r in records] == ["seven", "two", "five", "nine"]
+    assert (records[-1].source, records[-1].token_id, records[-1].fallback) == ("vllm", -1, False)
 
 
 def test_recycled_slot_takes_the_new_requests_settings(
@@ -178,10 +184,10 @@ def test_apply_never_raises_and_leaves_rows_to_vllm(
 
 @pytest.mark.parametrize("fallback", ["error", "system"])
 def test_entropy_failure_is_contained_and_flagged(
-    fallback: str, monkeypatch: pytest.MonkeyPatch
+    fallback: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A dead entropy server: with a fallback the tokens are still ours but flagged; without
-    one the rows are left to vLLM's sampling, flagged, and nothing raises."""
+    one the requests are force-stopped (no other randomness chooses), flagged; nothing raises."""
     from tests.engine.servers import free_port
 
     monkeypatch.setenv("QR_ENTROPY_SOURCE_TYPE", "quantum_grpc")
@@ -189,6 +195,7 @@ def test_entropy_failure_is_contained_and_flagged(
     monkeypatch.setenv("QR_GRPC_TIMEOUT_MS", "300")
     monkeypatch.setenv("QR_GRPC_RETRY_COUNT", "0")
     monkeypatch.setenv("QR_FALLBACK_MODE", fallback)
+    monkeypatch.setenv("QR_DIAGNOSTICS_PATH", str(tmp_path / "tokens.jsonl"))
     engine_settings.cache_clear()
     proc = QRSamplerLogitsProcessor(VllmConfig(), _req_states())
     try:
@@ -199,8 +206,11 @@ def test_entropy_failure_is_contained_and_flagged(
         record = proc.step.recorder.recent()[-1]
         assert record.request_id == "r0" and record.fallback and record.fallback_reason
         if fallback == "error":
-            assert torch.equal(out, original) and record.source == "vllm"
-            assert record.token_id == -1 and proc.step.errors == 1
+            # No other randomness may choose: the request is stopped (no stop token is known
+            # for these bare params, so its argmax is forced), and the record says so.
+            assert record.forced_stop and record.source == "none"
+            assert forced(out[0]) == int(original[0].argmax()) == record.token_id
+            assert proc.step.errors == 0
         else:
             assert forced(out[0]) == record.token_id and proc.step.errors == 0
     finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,21 +104,41 @@ def test_all_greedy_batch_never_calls_the_source() -> None:
 
 def test_records_carry_provenance_and_match_the_forced_tokens(tmp_path: Path) -> None:
     path = tmp_path / "diag" / "tokens.jsonl"
-    recorder = TokenRecorder(log_level="none", diagnostics_path=path)
+    recorder = TokenRecorder(log_level="none", diagnostics_path=path, manifest={"run_id": "r1"})
     sampler = TokenSampler(CountingSource(0), recorder)
     logits = _logits(2)
-    cfg = SamplingConfig(top_k=5)
+    cfg = SamplingConfig(top_k=5, sample_count=300)
     result = sampler.sample(logits, SamplingBatch.build([cfg, cfg], ["req-1", "req-2"]))
+    assert recorder.flush()  # records are written by the recorder's thread
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [r["request_id"] for r in lines] == ["req-1", "req-2"]
-    assert [r["token_id"] for r in lines] == result.token_ids.tolist()
-    assert [r["token_id"] for r in lines] == logits.argmax(dim=1).tolist()
-    first = lines[0]
+    assert lines[0]["kind"] == "manifest" and lines[0]["run_id"] == "r1"
+    tokens = [r for r in lines if r["kind"] == "token"]
+    assert [r["request_id"] for r in tokens] == ["req-1", "req-2"]
+    assert [r["token_id"] for r in tokens] == result.token_ids.tolist()
+    assert [r["token_id"] for r in tokens] == logits.argmax(dim=1).tolist()
+    first = tokens[0]
     assert first["source"] == "counting" and first["device_id"] == "dev-7"
     assert first["server_timestamp_ns"] == 42 and first["fallback"] is False
     assert first["u"] == 1e-10 and first["rank"] == 0 and first["sample_mean"] == 0.0
     assert first["config_hash"] == cfg.config_hash and first["num_candidates"] >= 1
     assert 0 < first["probability"] <= 1 and first["temperature"] == 0.7
+    # Exactly this row's bytes (300 zero bytes), hashed; the step's nonce; the chain.
+    assert first["entropy_sha256"] == hashlib.sha256(bytes(300)).hexdigest()
+    assert first["nonce"] == result.nonce.hex() and len(first["nonce"]) == 64
+    assert first["echo_verified"] is None  # this source cannot echo
+    raw = path.read_bytes().splitlines()
+    for before, line in zip(raw, raw[1:], strict=False):
+        assert json.loads(line)["prev_hash"] == hashlib.sha256(before).hexdigest()
+
+
+def test_the_nonce_chains_the_previous_steps_tokens() -> None:
+    sampler = TokenSampler(CountingSource(0), run_id="run")
+    batch = SamplingBatch.build([SamplingConfig(top_k=5)] * 2)
+    first = sampler.sample(_logits(2), batch)
+    second = sampler.sample(_logits(2, seed=1), batch)
+    previous = first.token_ids.numpy().astype("<i8").tobytes()
+    expected = hashlib.sha256(b"run" + (2).to_bytes(8, "little") + previous).digest()
+    assert second.nonce == expected != first.nonce
 
 
 def test_fallback_is_flagged_in_every_record() -> None:
@@ -130,10 +153,26 @@ def test_fallback_is_flagged_in_every_record() -> None:
     assert source.health()["fallback_count"] == 1
 
 
-def test_without_fallback_the_error_reaches_the_caller() -> None:
-    sampler = TokenSampler(FallbackEntropySource(BrokenSource(), None))
-    with pytest.raises(EntropyUnavailableError, match="device unplugged"):
-        sampler.sample(_logits(1), SamplingBatch.build([SamplingConfig()]))
+def test_without_fallback_no_other_randomness_chooses_the_rows_stop() -> None:
+    """QR_FALLBACK_MODE=error: rows that needed entropy end (their stop token is forced, or
+    their argmax when none is known); a greedy row is still chosen; the records say why."""
+    recorder = TokenRecorder(log_level="none")
+    sampler = TokenSampler(FallbackEntropySource(BrokenSource(), None), recorder)
+    logits = _logits(3)
+    original = logits.clone()
+    configs = [SamplingConfig(), SamplingConfig(), SamplingConfig(fixed_temperature=0.0)]
+    batch = SamplingBatch.build(configs, ["a", "b", "c"])
+    batch = replace(batch, stop_tokens=np.array([7, -1, 9]))
+    result = sampler.sample(logits, batch)
+    assert isinstance(result.error, EntropyUnavailableError)
+    assert result.forced_stop.tolist() == [True, True, False]
+    argmax = original.argmax(dim=1).tolist()
+    assert logits.argmax(dim=1).tolist() == [7, argmax[1], argmax[2]]
+    records = recorder.recent()
+    assert [r.forced_stop for r in records] == [True, True, False]
+    assert all("device unplugged" in r.fallback_reason for r in records[:2])
+    assert [r.fallback_kind for r in records[:2]] == ["unavailable"] * 2
+    assert {r.source for r in records} == {"none"}  # no bytes were used by any of them
 
 
 def test_memory_stays_bounded_and_file_errors_never_raise(tmp_path: Path) -> None:
