@@ -13,6 +13,11 @@ A second reference, "raw grpcio bidi": a bare synchronous stream_stream call fed
 request iterator, the caller reading each reply itself (no timeout, no sequence-id matching, no
 concurrency): the floor any bidi client on grpcio's sync API can reach.
 
+Guard variants (issues 11/12), same server, same run: "unary+nonce" / "bidi+nonce" send a
+32-byte nonce with every request and verify the server's echo (``fetch_batch(counts, nonce)``);
+"unary+quota" keeps a rate limit and a daily budget in the host's shared quota state file (a
+temporary folder), i.e. one locked read-modify-write of that file per fetch.
+
 Targets: bidi p50 ≤ 150 µs; unary p50 within 15 % of the raw grpcio call.
 
 Run: ``python benchmarks/bench_grpc.py [--iterations N] [--in-process] [--json]``.
@@ -24,9 +29,11 @@ import argparse
 import json
 import queue
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -85,6 +92,7 @@ def run(iterations: int, in_process: bool) -> dict[str, dict[str, float]]:
             [sys.executable, "-m", "qr_sampler.server", "--address", address,
              "--log-level", "WARNING"])
     sources: list[QuantumGrpcEntropySource] = []
+    quota_dir = tempfile.mkdtemp(prefix="qrs-bench-quota-")
     channel = grpc.insecure_channel(address)
     feed: queue.SimpleQueue[EntropyRequest | None] = queue.SimpleQueue()
     try:
@@ -105,11 +113,22 @@ def run(iterations: int, in_process: bool) -> dict[str, dict[str, float]]:
             source = QuantumGrpcEntropySource(GrpcClientConfig(address=address, mode=mode))
             sources.append(source)
             variants[mode] = lambda source=source: source.get_random_bytes(NBYTES)
+        nonce = bytes(range(32))
+        for name, mode in (("unary+nonce", "unary"), ("bidi+nonce", "bidi_streaming")):
+            source = QuantumGrpcEntropySource(GrpcClientConfig(address=address, mode=mode))
+            sources.append(source)
+            variants[name] = lambda source=source: source.fetch_batch((NBYTES,), nonce)
+        quota = QuantumGrpcEntropySource(GrpcClientConfig(
+            address=address, rate_limit_per_min=10**9, daily_byte_budget=10**15,
+            quota_state_dir=quota_dir))
+        sources.append(quota)
+        variants["unary+quota"] = lambda: quota.get_random_bytes(NBYTES)
         samples = _measure(variants, iterations)
     finally:
         feed.put(None)  # ends the raw stream
         for source in sources:
             source.close()
+        shutil.rmtree(quota_dir, ignore_errors=True)
         channel.close()
         if embedded is not None:
             embedded.stop(0)
@@ -152,6 +171,10 @@ def main() -> int:
     for name, row in results.items():
         print(f"{name:<18} {row['p50_us']:8.1f} {row['p99_us']:8.1f} {row['mean_us']:8.1f} "
               f"{row['p50_ratio']:8.2f} {row['p99_ratio']:8.2f}")
+    for guarded, plain in (("unary+nonce", "unary"), ("bidi+nonce", "bidi_streaming"),
+                           ("unary+quota", "unary")):
+        extra = results[guarded]["p50_us"] - results[plain]["p50_us"]
+        print(f"{guarded} p50 - {plain} p50: {extra:+.1f} µs")
     bidi_vs_floor = results["bidi_streaming"]["p50_us"] / results["raw grpcio bidi"]["p50_us"]
     print(f"bidi_streaming p50 / raw grpcio bidi p50: {bidi_vs_floor:.2f}")
     for check, ok in checks.items():

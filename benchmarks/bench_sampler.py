@@ -1,42 +1,51 @@
-"""Per-token cost of the sampler core, next to a baseline measured in the same run.
+"""Per-token cost of the plugin's step, next to baselines measured in the same run.
 
-Workload (issue 2): entropy from the ``system`` source, 20,480 bytes per token, vocabulary
-151,936, top-k 50 / top-p 0.9, temperature 0.7, batch 1 and batch 32, float32 logits.
+Workloads (issue 14):
 
-Baseline: a plain numpy one-pass row max over the same logits — roughly the cost of reading
-every logit once, the least any sampler must do. Forcing overwrites the logits, so each
-iteration restores them first, outside the timed region.
+- **full step**, batch 1 / 32 / 256, vocabulary 151,936, float32 logits, top-k 50, top-p 0.9,
+  temperature 0.7, 20,480 bytes of ``system`` entropy per token. *Ours* is our V1 processor's
+  ``apply`` as vLLM's V1 runner calls it (built by vLLM's own loader, requests added through
+  vLLM's ``BatchUpdate``); without vLLM installed, the engine-neutral ``TokenSampler`` on the
+  same batch. *Baseline*: a sampler in the style of the fastest public implementation before
+  ours — numpy, one row at a time: ``os.urandom`` per token, byte mean → z → u, ``argpartition``
+  top-k, softmax, top-p, sort, cdf search, then the row forced one-hot.
+- **host bookkeeping**, batch 256, vocabulary 1,024 (the tensor math is negligible there), one
+  request replaced per step as in continuous batching, 1,024 bytes per token from a source that
+  hands out pre-drawn bytes (so neither side pays for randomness). *Baseline*: a minimal torch
+  sampler on the same logits (top-k, temperature, top-p, multinomial, one-hot).
+- ``--device cuda``: the same full-step workload on a GPU, ours next to vLLM's own ``Sampler``
+  on the same logits (its top-k/top-p and random draw). CI runs the CPU path.
 
-Run: ``python benchmarks/bench_sampler.py [--iterations N] [--json]``.
+Forcing overwrites the logits, so each iteration restores them first, outside the timed region.
+Run: ``python benchmarks/bench_sampler.py [--iterations N] [--device cpu|cuda] [--json]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from qr_sampler.amplification import amplify
-from qr_sampler.entropy.system import SystemEntropySource
-from qr_sampler.sampler import SamplingBatch, TokenSampler
-from qr_sampler.selection import choose, force_tokens, shape
-from qr_sampler.types import SamplingConfig
+from qr_sampler.entropy.base import EntropySource
+from qr_sampler.types import UNIFORM_BYTE_STD, EntropyBatch
 
 VOCAB = 151_936
 SAMPLE_COUNT = 20_480
+TOP_K, TOP_P, TEMPERATURE = 50, 0.9, 0.7
 
 
-def _median_us(
-    fn: Callable[[], object], iterations: int, setup: Callable[[], object] | None = None
-) -> float:
+def _median_us(fn: Callable[[], object], iterations: int,
+               setup: Callable[[], object] | None = None) -> float:
     """Median wall time of ``fn`` in µs; ``setup`` runs before each call, outside the timing."""
-    for _ in range(max(3, iterations // 10)):  # warm-up: allocator, caches, thread pool
+    for _ in range(max(3, iterations // 10)):  # warm-up: allocator, caches, thread pools
         if setup is not None:
             setup()
         fn()
@@ -44,71 +53,199 @@ def _median_us(
     for _ in range(iterations):
         if setup is not None:
             setup()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         start = time.perf_counter_ns()
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append(time.perf_counter_ns() - start)
     return statistics.median(times) / 1000.0
 
 
-def bench_batch(rows: int, iterations: int) -> dict[str, float]:
+# --- the baseline: numpy, one row at a time --------------------------------------------------
+
+def numpy_row_sampler(logits: np.ndarray, forced: np.ndarray) -> None:
+    """Choose and force every row of ``logits`` [B, V] one at a time (writes ``forced``)."""
+    for row in range(logits.shape[0]):
+        data = np.frombuffer(os.urandom(SAMPLE_COUNT), dtype=np.uint8)
+        z = (data.mean() - 127.5) / (UNIFORM_BYTE_STD / math.sqrt(SAMPLE_COUNT))
+        u = min(max(0.5 * math.erfc(-z / math.sqrt(2)), 1e-10), 1 - 1e-10)
+        x = logits[row]
+        top = np.argpartition(x, x.size - TOP_K)[x.size - TOP_K:]
+        scaled = x[top].astype(np.float64) / TEMPERATURE
+        p = np.exp(scaled - scaled.max())
+        p /= p.sum()
+        order = np.argsort(-p)
+        p, top = p[order], top[order]
+        before = np.cumsum(p) - p
+        keep = before < TOP_P
+        p, top = p[keep] / p[keep].sum(), top[keep]
+        position = min(int(np.searchsorted(np.cumsum(p), u)), len(p) - 1)
+        forced[row].fill(-np.inf)
+        forced[row, top[position]] = 0.0
+
+
+# --- ours: the V1 processor as vLLM calls it -------------------------------------------------
+
+def _our_step(rows: int, vocab: int, sample_count: int, source: str,
+              device: torch.device) -> tuple[Callable[[torch.Tensor], Any], Callable[[], None]]:
+    """(apply, replace_one): our processor's apply, and a continuous-batching batch update."""
+    os.environ.update({
+        "QR_ENTROPY_SOURCE_TYPE": "system", "QR_SAMPLE_COUNT": str(sample_count),
+        "QR_TOP_K": str(TOP_K), "QR_TOP_P": str(TOP_P), "QR_FIXED_TEMPERATURE": str(TEMPERATURE),
+        "QR_LOG_LEVEL": "none", "QR_DIAGNOSTICS_PATH": "", "QR_METRICS_PORT": "0",
+    })  # fmt: skip
+    try:
+        from vllm import SamplingParams
+        from vllm.config import VllmConfig
+        from vllm.v1.sample.logits_processor import BatchUpdate, build_logitsprocs
+
+        from qr_sampler.engine.runtime import engine_settings
+        from qr_sampler.engine.v1 import QRSamplerV1Processor
+    except ImportError:
+        return _sampler_step(rows, sample_count, source)
+    engine_settings.cache_clear()
+    procs = build_logitsprocs(VllmConfig(), device, False, False)
+    (proc,) = [p for p in procs.all if isinstance(p, QRSamplerV1Processor)]
+    if source == "replay":
+        proc.step.sampler.source = ReplaySource(rows * sample_count)
+        proc.step.sampler._fetcher = None  # noqa: SLF001 - pre-drawn bytes: nothing to overlap
+    proc.update_state(BatchUpdate(rows, [], [(i, SamplingParams(), [1, 2], []) for i in range(rows)],
+                                  []))
+    counter = [rows]
+
+    def replace_one() -> None:
+        slot = counter[0] % rows
+        counter[0] += 1
+        proc.update_state(BatchUpdate(rows, [slot], [(slot, SamplingParams(), [1, 2], [])], []))
+
+    return proc.apply, replace_one
+
+
+def _sampler_step(rows: int, sample_count: int,
+                  source: str) -> tuple[Callable[[torch.Tensor], Any], Callable[[], None]]:
+    """Without vLLM: the engine-neutral sampler on an equivalent batch."""
+    from qr_sampler.entropy.system import SystemEntropySource
+    from qr_sampler.sampler import SamplingBatch, TokenSampler
+    from qr_sampler.types import SamplingConfig
+
+    cfg = SamplingConfig(fixed_temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P,
+                         sample_count=sample_count)
+    src: EntropySource = ReplaySource(rows * sample_count) if source == "replay" else (
+        SystemEntropySource())
+    sampler = TokenSampler(src, concurrent_fetch=source != "replay")
+    batch = SamplingBatch.build([cfg] * rows)
+    return (lambda logits: sampler.sample(logits, batch)), (lambda: None)
+
+
+class ReplaySource(EntropySource):
+    """Pre-drawn bytes: the bookkeeping benchmark measures everything but randomness."""
+
+    name = "replay"
+    health_tested = False
+
+    def __init__(self, size: int) -> None:
+        self._data = os.urandom(size)
+
+    def get_random_bytes(self, n: int) -> bytes:
+        return self._data[:n]
+
+    def get_random_bytes_batch(self, counts: Sequence[int]) -> EntropyBatch:
+        return EntropyBatch(data=self._data[: sum(counts)], counts=tuple(counts), source=self.name)
+
+
+def bench_full_step(rows: int, iterations: int, device: torch.device) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(rows)
-    pristine = torch.randn(rows, VOCAB, generator=gen) * 3.0
+    pristine = (torch.randn(rows, VOCAB, generator=gen) * 3.0).to(device)
     work = pristine.clone()
-    config = SamplingConfig(fixed_temperature=0.7, top_k=50, top_p=0.9, sample_count=SAMPLE_COUNT)
-    batch = SamplingBatch.build([config] * rows)
-    sampler = TokenSampler(SystemEntropySource())
-    counts = (SAMPLE_COUNT,) * rows
-    data = os.urandom(SAMPLE_COUNT * rows)
-    half = torch.full((rows,), 0.5, dtype=torch.float64)
-    chosen = choose(shape(pristine, batch.params), half).token_ids
+    apply, _ = _our_step(rows, VOCAB, SAMPLE_COUNT, "system", device)
+    ours = _median_us(lambda: apply(work), iterations, setup=lambda: work.copy_(pristine))
+    result: dict[str, Any] = {"rows": rows, "ours_us_per_token": ours / rows}
+    if device.type == "cpu":
+        host = pristine.numpy()
+        forced = host.copy()
+        base = _median_us(lambda: numpy_row_sampler(host, forced), max(iterations // 4, 5))
+        result["baseline"] = "numpy, one row at a time"
+    else:
+        vllm_sampler = _vllm_sampler(rows, device)
+        base = _median_us(lambda: vllm_sampler(work), iterations,
+                          setup=lambda: work.copy_(pristine))
+        result["baseline"] = "vLLM's own Sampler"
+    result["baseline_us_per_token"] = base / rows
+    result["speedup"] = base / ours
+    return result
 
-    def restore() -> None:  # forcing overwrote the logits: put them back, untimed
-        work.copy_(pristine)
 
-    as_numpy = pristine.numpy()
-    baseline = _median_us(lambda: as_numpy.max(axis=1), iterations)
-    core = _median_us(lambda: sampler.sample(work, batch), iterations, setup=restore)
-    stages = {
-        "shape": _median_us(lambda: shape(pristine, batch.params), iterations),
-        "entropy": _median_us(lambda: sampler.source.get_random_bytes_batch(counts), iterations),
-        "amplify": _median_us(
-            lambda: amplify(data, counts, batch.mean, batch.std, batch.epsilon), iterations
-        ),
-        "force": _median_us(lambda: force_tokens(work, chosen), iterations),
-    }
-    return {
-        "rows": rows,
-        "baseline_us_per_token": baseline / rows,
-        "core_us_per_token": core / rows,
-        "ratio_core_to_baseline": core / baseline,
-        **{f"{k}_us_per_token": v / rows for k, v in stages.items()},
-    }
+def _vllm_sampler(rows: int, device: torch.device) -> Callable[[torch.Tensor], Any]:
+    """vLLM's V1 sampler with top-k 50, top-p 0.9, temperature 0.7 (random sampling)."""
+    from vllm.v1.sample.metadata import SamplingMetadata
+    from vllm.v1.sample.sampler import Sampler
+
+    sampler = Sampler()
+    full = lambda v: torch.full((rows,), v, device=device)  # noqa: E731
+    meta = SamplingMetadata(
+        temperature=full(TEMPERATURE), all_greedy=False, all_random=True,
+        top_p=full(TOP_P), top_k=full(TOP_K).int(), generators={}, max_num_logprobs=None,
+        no_penalties=True, prompt_token_ids=None, frequency_penalties=full(0.0),
+        presence_penalties=full(0.0), repetition_penalties=full(1.0),
+        output_token_ids=[[] for _ in range(rows)], allowed_token_ids_mask=None,
+        bad_words_token_ids={}, logitsprocs=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    return lambda logits: sampler(logits, meta)
+
+
+def bench_bookkeeping(rows: int, vocab: int, iterations: int) -> dict[str, Any]:
+    gen = torch.Generator().manual_seed(7)
+    pristine = torch.randn(rows, vocab, generator=gen) * 3.0
+    work = pristine.clone()
+    apply, replace_one = _our_step(rows, vocab, 1024, "replay", torch.device("cpu"))
+
+    def ours_step() -> None:
+        replace_one()
+        apply(work)
+
+    ours = _median_us(ours_step, iterations, setup=lambda: work.copy_(pristine))
+    temperature = torch.full((rows, 1), TEMPERATURE)
+
+    def minimal_torch() -> None:
+        values, ids = torch.topk(work, TOP_K, dim=1)
+        probs = torch.softmax(values / temperature, dim=1)
+        before = torch.cumsum(probs, dim=1) - probs
+        probs = probs * (before < TOP_P)
+        pick = torch.multinomial(probs, 1)
+        work.fill_(float("-inf"))
+        work.scatter_(1, ids.gather(1, pick), 0.0)
+
+    base = _median_us(minimal_torch, iterations, setup=lambda: work.copy_(pristine))
+    return {"rows": rows, "vocab": vocab, "ours_us_per_token": ours / rows,
+            "baseline": "minimal torch sampler", "baseline_us_per_token": base / rows,
+            "ratio_ours_to_baseline": ours / base}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batches", default="1,32,256", help="comma-separated batch sizes")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
-    results = [bench_batch(rows, args.iterations) for rows in (1, 32)]
+    device = torch.device(args.device)
+    full = [bench_full_step(int(b), args.iterations, device) for b in args.batches.split(",")]
+    book = bench_bookkeeping(256, 1024, args.iterations) if device.type == "cpu" else None
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"full_step": full, "bookkeeping": book}, indent=2))
         return
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, numpy {np.__version__}; "
-        f"vocab {VOCAB}, {SAMPLE_COUNT} bytes/token, top-k 50, top-p 0.9; medians"
-    )
-    for r in results:
-        print(
-            f"batch {r['rows']:>2}: core {r['core_us_per_token']:7.1f} µs/token   "
-            f"baseline (numpy row max) {r['baseline_us_per_token']:6.1f} µs/token   "
-            f"ratio {r['ratio_core_to_baseline']:5.2f}x"
-        )
-        print(
-            f"          stages µs/token: shape {r['shape_us_per_token']:.1f}, "
-            f"entropy {r['entropy_us_per_token']:.1f}, amplify {r['amplify_us_per_token']:.1f}, "
-            f"force {r['force_us_per_token']:.1f}"
-        )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
+          f"vocab {VOCAB}, {SAMPLE_COUNT} system bytes/token, top-k {TOP_K}, top-p {TOP_P}")
+    for r in full:
+        print(f"  batch {r['rows']:>3}: ours {r['ours_us_per_token']:7.1f} µs/token   "
+              f"{r['baseline']} {r['baseline_us_per_token']:7.1f} µs/token   "
+              f"→ {r['speedup']:.2f}× faster")
+    if book is not None:
+        print(f"  bookkeeping, batch {book['rows']}, vocab {book['vocab']}, one request replaced "
+              f"per step: ours {book['ours_us_per_token']:.2f} µs/token, minimal torch sampler "
+              f"{book['baseline_us_per_token']:.2f} µs/token → {book['ratio_ours_to_baseline']:.2f}×")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,71 @@
 """All printing goes through here: data to stdout, chatter and errors to stderr.
 
 Plain text (no colour, no escape codes) when ``NO_COLOR`` is set or the stream is not a TTY.
+On a terminal that cannot encode the marks (``PYTHONIOENCODING=ascii``, a Latin-1 console),
+:func:`install_glyph_fallback` makes both streams write ASCII stand-ins (``✓`` → ``+``, ``…`` →
+``...``) instead of raising ``UnicodeEncodeError`` halfway through a report.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
+import unicodedata
 from typing import Any
+
+#: ASCII stand-ins for the characters qrs prints; anything else is decomposed (é → e) or '?'.
+GLYPHS = {
+    "✓": "+", "✗": "x", "…": "...", "—": "--", "–": "-", "→": "->", "←": "<-", "≈": "~",
+    "≥": ">=", "≤": "<=", "×": "x", "·": "*", "•": "*", "−": "-", "±": "+/-", "√": "sqrt",
+    "σ": "sigma", "Φ": "Phi", "χ": "chi", "²": "^2", "µ": "u", "‘": "'", "’": "'", "“": '"',
+    "”": '"', "│": "|", "├": "+", "└": "+", "─": "-", "\u00a0": " ",
+}  # fmt: skip
+_HANDLER = "qrs-glyphs"
+
+
+def ascii_text(text: str) -> str:
+    """``text`` with every non-ASCII character replaced by its stand-in."""
+    return "".join(ch if ord(ch) < 128 else _stand_in(ch) for ch in text)
+
+
+def _stand_in(ch: str) -> str:
+    if ch in GLYPHS:
+        return GLYPHS[ch]
+    plain = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode("ascii")
+    return plain or "?"
+
+
+def _glyph_errors(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return ascii_text(exc.object[exc.start : exc.end]), exc.end
+
+
+def install_glyph_fallback() -> None:
+    """Make stdout and stderr write ASCII stand-ins for what their encoding cannot hold.
+
+    Only streams that fail to encode a check mark are touched (a UTF-8 terminal keeps every
+    character), and only through ``reconfigure(errors=…)``: the encoding itself is kept.
+    """
+    try:
+        codecs.lookup_error(_HANDLER)
+    except LookupError:
+        codecs.register_error(_HANDLER, _glyph_errors)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        try:
+            "✓✗…—".encode(encoding)
+            continue
+        except (UnicodeEncodeError, LookupError):
+            pass
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors=_HANDLER)
+            except (ValueError, OSError):  # a closed or detached stream: nothing to print on
+                continue
 
 
 def _use_color(stream: Any) -> bool:

@@ -5,14 +5,19 @@ short timeouts, then nothing at all (the fallback serves) until the server is wo
 
 States::
 
-    closed ──N consecutive failures──▶ open ──recovery window elapsed──▶ half_open
-      ▲                                  ▲                                  │
-      └──────── trial call succeeds ─────┼──────────────────────────────────┤
-                                         └──── trial call fails (window ×2, capped) ◀┘
+    closed ──N consecutive failures──▶ open ──recovery window elapsed (not held)──▶ half_open
+      ▲                                  │  ▲      or released by the readiness watcher   │
+      │                                  │  └──── trial call fails (window ×2, capped) ◀──┤
+      └──────────────────────────────────┴─────────── trial call succeeds ◀──────────────┘
 
 Invariants:
 - While open, :meth:`CircuitBreaker.before_call` refuses every call; in half-open exactly one
   caller (the trial) is let through and the others are refused until the trial reports.
+- The readiness watcher (``_grpc_readiness``) may *hold* the open state (the server refuses
+  connections: no timer-driven trial would succeed, and one against a black-holed address would
+  block its caller) and *release* it (the server accepts connections again: try at once). A hold
+  lasts until its owner releases it or ends; a new trip clears it, and a release from a watcher
+  that no longer owns the hold (a newer one does, or the breaker tripped since) is ignored.
 - A failure is what the caller reports: the entropy source reports one per fetch that failed
   after its retries, so the retry budget and the threshold do not multiply.
 - The adaptive timeout is ``clamp(P99(recent latencies) × multiplier, min, max)``; until
@@ -32,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from qr_sampler.settings import setting_default
+
 State = Literal["closed", "open", "half_open"]
 
 #: Latency samples needed before the adaptive timeout replaces the configured maximum.
@@ -40,25 +47,30 @@ _MIN_SAMPLES = 10
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    """The ``QR_CB_*`` settings in seconds. See the settings schema for their meaning."""
+    """The ``QR_CB_*`` settings in seconds. See the settings schema for their meaning.
 
-    enabled: bool = True
-    window_size: int = 100
-    min_timeout_s: float = 0.005
-    timeout_multiplier: float = 1.5
-    failure_threshold: int = 3
-    recovery_window_s: float = 10.0
-    max_recovery_window_s: float = 300.0
+    Defaults are the schema's (one source of defaults: a changed default cannot drift).
+    """
+
+    enabled: bool = setting_default("cb_enabled")
+    window_size: int = setting_default("cb_window_size")
+    min_timeout_s: float = setting_default("cb_min_timeout_ms") / 1000
+    timeout_multiplier: float = setting_default("cb_timeout_multiplier")
+    failure_threshold: int = setting_default("cb_failure_threshold")
+    recovery_window_s: float = setting_default("cb_recovery_window_s")
+    max_recovery_window_s: float = setting_default("cb_max_recovery_window_s")
 
 
 class CircuitOpenError(Exception):
     """Raised by :meth:`CircuitBreaker.before_call` when the breaker refuses a call."""
 
-    def __init__(self, retry_in_s: float, failures: int) -> None:
+    def __init__(self, retry_in_s: float, failures: int, *, held: bool = False) -> None:
         self.retry_in_s = retry_in_s
         self.failures = failures
-        super().__init__(f"circuit breaker open after {failures} consecutive failures; "
-                         f"next trial call in {retry_in_s:.2f} s")
+        self.held = held
+        then = ("the server does not accept connections; trying again as soon as it does"
+                if held else f"next trial call in {retry_in_s:.2f} s")
+        super().__init__(f"circuit breaker open after {failures} consecutive failures; {then}")
 
 
 class CircuitBreaker:
@@ -76,6 +88,8 @@ class CircuitBreaker:
         self._failures = 0
         self._window_s = config.recovery_window_s
         self._open_until = 0.0
+        self._held = False
+        self._holder: object | None = None
         self._trial_in_flight = False
         self._samples_since_p99 = 0
         # The P99 needs a sorted copy of the window: refresh it every window/10 samples (a
@@ -96,12 +110,32 @@ class CircuitBreaker:
             if state == "closed":
                 return False
             now = self._clock()
-            if state == "open" and now >= self._open_until:
+            if state == "open" and now >= self._open_until and not self._held:
                 state = self._state = "half_open"
             if state == "half_open" and not self._trial_in_flight:
                 self._trial_in_flight = True
                 return True
-            raise CircuitOpenError(max(self._open_until - now, 0.0), self._failures)
+            raise CircuitOpenError(max(self._open_until - now, 0.0), self._failures,
+                                   held=self._held)
+
+    def hold(self, owner: object) -> None:
+        """Keep the breaker open past its recovery window (the server refuses connections)."""
+        with self._lock:
+            if self._state == "open":
+                self._held, self._holder = True, owner
+
+    def release(self, owner: object, *, now: bool) -> None:
+        """End ``owner``'s hold; ``now=True`` also ends the recovery window (the server is back).
+
+        Ignored when another owner holds the breaker: a stale watcher cannot end a newer one's
+        hold nor start a trial on an outdated verdict.
+        """
+        with self._lock:
+            if self._holder is not None and self._holder is not owner:
+                return
+            self._held, self._holder = False, None
+            if now and self._state == "open":
+                self._open_until = self._clock()
 
     def timeout_s(self) -> float:
         """The timeout the next call should use, in seconds."""
@@ -124,6 +158,7 @@ class CircuitBreaker:
             recovered = self._state != "closed"
             if recovered:
                 self._state, self._trial_in_flight = "closed", False
+                self._held, self._holder = False, None
                 self._window_s = self.config.recovery_window_s
             return recovered
 
@@ -155,6 +190,7 @@ class CircuitBreaker:
 
     def _trip(self) -> None:
         self._state, self._trial_in_flight = "open", False
+        self._held, self._holder = False, None
         self._open_until = self._clock() + self._window_s
         self.opened_count += 1
 
@@ -184,5 +220,6 @@ class CircuitBreaker:
                 "adaptive_timeout_ms": round(self._timeout_s * 1000, 3),
                 "recovery_window_s": self._window_s,
                 "next_trial_in_s": round(retry_in, 3),
+                "waiting_for_server": self._held,
                 "times_opened": self.opened_count,
             }

@@ -122,9 +122,10 @@ class _Stream:
         self._call.cancel()  # type: ignore[no-untyped-call]
 
     def exchange(self, sizes: Sequence[int], sequence_ids: Iterator[int],
-                 timeout_s: float) -> list[Reply]:
-        """Send one request per size, then collect the replies in order."""
-        requests = [EntropyRequest(bytes_needed=n, sequence_id=next(sequence_ids))
+                 timeout_s: float, nonce: bytes = b"") -> list[Reply]:
+        """Send one request per size (each carrying ``nonce``), then collect the replies in
+        order."""
+        requests = [EntropyRequest(bytes_needed=n, sequence_id=next(sequence_ids), nonce=nonce)
                     for n in sizes]
         waiters = [_Waiter() for _ in requests]
         with self._lock:
@@ -148,7 +149,7 @@ class _Stream:
                 response = waiter.response
                 assert response is not None  # released without failure ⇒ the reader set it
                 done.append(checked_reply(response, response.data, n,
-                                          time.perf_counter_ns() - start, done))
+                                          time.perf_counter_ns() - start, done, nonce))
         except CallFailed:
             self._abandon([r.sequence_id for r in requests[len(done):]])
             raise
@@ -188,8 +189,9 @@ class BidiTransport:
         self._lock = threading.Lock()
         self._closed = False
 
-    def fetch(self, sizes: Sequence[int], timeout_s: float) -> list[Reply]:
-        return self._open_stream(timeout_s).exchange(sizes, self._sequence_ids, timeout_s)
+    def fetch(self, sizes: Sequence[int], timeout_s: float, nonce: bytes = b"") -> list[Reply]:
+        return self._open_stream(timeout_s).exchange(sizes, self._sequence_ids, timeout_s,
+                                                     nonce)
 
     def _open_stream(self, timeout_s: float) -> _Stream:
         stream = self._stream

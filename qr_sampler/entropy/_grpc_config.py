@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from qr_sampler.entropy._circuit_breaker import BreakerConfig
 from qr_sampler.errors import SettingProblem, SettingsError
+from qr_sampler.settings import setting_default as _default
 
 if TYPE_CHECKING:
     from qr_sampler.settings import Settings
@@ -28,26 +29,33 @@ class GrpcClientConfig:
     ``wait_for_rate_limit``: when the call-rate limit is reached, wait for a free slot (bounded
     by ``timeout_s``) instead of failing at once so the fallback serves. True exactly when
     ``QR_FALLBACK_MODE=error`` (there is no fallback to serve).
+
+    ``quota_state_dir``: where the shared quota state lives ("" = the XDG default); ``None``
+    keeps the limits in this process's memory only (tests, benchmarks).
+
+    Every default is the settings schema's (``setting_default``), so the two cannot drift; a
+    test pins ``GrpcClientConfig() == GrpcClientConfig.from_settings(<defaults>)``.
     """
 
-    address: str = "localhost:50051"
-    mode: Mode = "unary"
-    method_path: str = "/qr_entropy.EntropyService/GetEntropy"
-    stream_method_path: str = "/qr_entropy.EntropyService/StreamEntropy"
-    api_key: SecretStr = field(default_factory=lambda: SecretStr(""))
-    api_key_header: str = "api-key"
-    timeout_s: float = 5.0
-    retry_count: int = 2
-    max_bytes_per_request: int = 0
-    rate_limit_per_min: int = 0
-    daily_byte_budget: int = 0
-    keepalive_time_ms: int = 0
-    tls: bool = False
-    tls_ca_cert: str = ""
-    tls_server_name: str = ""
-    tls_client_cert: str = ""
-    tls_client_key: str = ""
-    wait_for_rate_limit: bool = False
+    address: str = _default("grpc_server_address")
+    mode: Mode = _default("grpc_mode")  # noqa: RUF009 - a str, read once from the schema
+    method_path: str = _default("grpc_method_path")
+    stream_method_path: str = _default("grpc_stream_method_path")
+    api_key: SecretStr = field(default_factory=lambda: _default("grpc_api_key"))
+    api_key_header: str = _default("grpc_api_key_header")
+    timeout_s: float = _default("grpc_timeout_ms") / 1000
+    retry_count: int = _default("grpc_retry_count")
+    max_bytes_per_request: int = _default("grpc_max_bytes_per_request")
+    rate_limit_per_min: int = _default("grpc_rate_limit_per_min")
+    daily_byte_budget: int = _default("grpc_daily_byte_budget")
+    keepalive_time_ms: int = _default("grpc_keepalive_time_ms")
+    tls: bool = _default("grpc_tls")
+    tls_ca_cert: str = _default("grpc_tls_ca_cert")
+    tls_server_name: str = _default("grpc_tls_server_name")
+    tls_client_cert: str = _default("grpc_tls_client_cert")
+    tls_client_key: str = _default("grpc_tls_client_key")
+    wait_for_rate_limit: bool = _default("fallback_mode") == "error"
+    quota_state_dir: str | None = _default("quota_state_dir")
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +97,7 @@ class GrpcClientConfig:
             tls_client_cert=s.grpc_tls_client_cert,
             tls_client_key=s.grpc_tls_client_key,
             wait_for_rate_limit=s.fallback_mode == "error",
+            quota_state_dir=s.quota_state_dir,
             breaker=BreakerConfig(
                 enabled=s.cb_enabled,
                 window_size=s.cb_window_size,

@@ -68,7 +68,8 @@ def create_source(name: str, settings: Settings) -> EntropySource:
 
 
 def build_entropy_source(settings: Settings | None = None) -> EntropySource:
-    """The configured source wrapped in its fallback (``QR_FALLBACK_MODE``).
+    """The configured source wrapped in its fallback (``QR_FALLBACK_MODE``) and the online
+    health tests (``QR_HEALTH_*``).
 
     With ``settings=None`` settings are loaded from the environment and ``./.env``.
     """
@@ -82,4 +83,9 @@ def build_entropy_source(settings: Settings | None = None) -> EntropySource:
         if settings.fallback_mode == "error"
         else create_source(settings.fallback_mode, settings)
     )
-    return FallbackEntropySource(primary, fallback)
+    tests = None
+    if settings.health_tests:
+        from qr_sampler.entropy.health import HealthTests  # numpy: only when tests are on
+
+        tests = HealthTests(settings.health_min_entropy, settings.health_alpha_exponent)
+    return FallbackEntropySource(primary, fallback, health_tests=tests)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65ntropy_service.proto\x12\nqr_entropy\";\n\x0e\x45ntropyRequest\x12\x14\n\x0c\x62ytes_needed\x18\x01 \x01(\x05\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\"h\n\x0f\x45ntropyResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x12\x1f\n\x17generation_timestamp_ns\x18\x03 \x01(\x03\x12\x11\n\tdevice_id\x18\x04 \x01(\t2\xa5\x01\n\x0e\x45ntropyService\x12\x45\n\nGetEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse\x12L\n\rStreamEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x65ntropy_service.proto\x12\nqr_entropy\"L\n\x0e\x45ntropyRequest\x12\x14\n\x0c\x62ytes_needed\x18\x01 \x01(\x05\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x12\x0f\n\x05nonce\x18\xa1\x9c\x01 \x01(\x0c\"y\n\x0f\x45ntropyResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x13\n\x0bsequence_id\x18\x02 \x01(\x03\x12\x1f\n\x17generation_timestamp_ns\x18\x03 \x01(\x03\x12\x11\n\tdevice_id\x18\x04 \x01(\t\x12\x0f\n\x05nonce\x18\xa1\x9c\x01 \x01(\x0c\x32\xa5\x01\n\x0e\x45ntropyService\x12\x45\n\nGetEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse\x12L\n\rStreamEntropy\x12\x1a.qr_entropy.EntropyRequest\x1a\x1b.qr_entropy.EntropyResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'entropy_service_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENTROPYREQUEST']._serialized_start=37
-  _globals['_ENTROPYREQUEST']._serialized_end=96
-  _globals['_ENTROPYRESPONSE']._serialized_start=98
-  _globals['_ENTROPYRESPONSE']._serialized_end=202
-  _globals['_ENTROPYSERVICE']._serialized_start=205
-  _globals['_ENTROPYSERVICE']._serialized_end=370
+  _globals['_ENTROPYREQUEST']._serialized_end=113
+  _globals['_ENTROPYRESPONSE']._serialized_start=115
+  _globals['_ENTROPYRESPONSE']._serialized_end=236
+  _globals['_ENTROPYSERVICE']._serialized_start=239
+  _globals['_ENTROPYSERVICE']._serialized_end=404
 # @@protoc_insertion_point(module_scope)

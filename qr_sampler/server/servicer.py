@@ -101,7 +101,7 @@ class ServerStats:
 
 class EntropyServicer:
     """GetEntropy and StreamEntropy: each request gets exactly ``bytes_needed`` fresh bytes,
-    its sequence id echoed, the generation time and the device id."""
+    its sequence id and nonce echoed, the generation time and the device id."""
 
     def __init__(self, policy: RequestPolicy, source: ByteSource, device_id: str,
                  stats: ServerStats) -> None:
@@ -140,7 +140,8 @@ class EntropyServicer:
         logger.debug("request #%d: served %d bytes (sequence id %d)", count, n,
                      request.sequence_id)
         return EntropyResponse(data=data, sequence_id=request.sequence_id,
-                               generation_timestamp_ns=stamp, device_id=self._device_id)
+                               generation_timestamp_ns=stamp, device_id=self._device_id,
+                               nonce=request.nonce)
 
     def _abort(self, context: grpc.ServicerContext, rejected: Rejected) -> NoReturn:
         self._stats.reject(rejected.code)

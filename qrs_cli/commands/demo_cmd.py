@@ -12,26 +12,39 @@ from qrs_cli import output
 
 def demo(
     tokens: Annotated[
-        int, typer.Option("--tokens", "-n", min=1, max=500, help="How many words to sample.")
+        int, typer.Option("--tokens", "-n", min=1, max=500, metavar="INTEGER",
+                          help="How many words to sample.")
     ] = 24,
     source: Annotated[
         str,
         typer.Option(
-            "--source",
+            "--source", metavar="[grpc|system]",
             help="grpc: the reference entropy server on a unix socket; system: os.urandom.",
         ),
     ] = "grpc",
-    first_word: Annotated[str, typer.Option("--first-word", help="Word to start from.")] = "the",
+    first_word: Annotated[str, typer.Option("--first-word", metavar="WORD",
+                                            help="Word to start from.")] = "the",
     temperature: Annotated[
-        float, typer.Option(min=0.0, max=10.0, help="Sampling temperature; 0 = greedy.")
+        float, typer.Option(min=0.0, max=10.0, metavar="FLOAT",
+                            help="Sampling temperature; 0 = greedy.")
     ] = 1.0,
     diagnostics: Annotated[
         str,
-        typer.Option("--diagnostics", help="Also write one JSONL record per token to this file."),
+        typer.Option("--diagnostics", metavar="FILE",
+                     help="Also write one JSONL record per token to this file."),
     ] = "",
+    engine: Annotated[
+        str,
+        typer.Option("--engine", metavar="[auto|torch|numpy]",
+                     help="Who runs the selection math: the sampler core (torch) or the same "
+                          "math in numpy; auto: torch when it imports."),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Sample words from a tiny built-in model, each chosen by qr-sampler from fresh entropy."""
+    """Sample words from a tiny built-in model, each chosen by qr-sampler from fresh entropy.
+
+    Needs neither vLLM nor torch (without torch the same math runs in numpy).
+    """
     from qrs_cli.demo import run_demo
     from qrs_cli.errors import CLIError
 
@@ -40,7 +53,12 @@ def demo(
             f"--source {source!r} is not one of: grpc, system",
             hint="use --source grpc (default) or --source system",
         )
+    if engine not in ("auto", "torch", "numpy"):
+        raise CLIError(f"--engine {engine!r} is not one of: auto, torch, numpy",
+                       "use --engine auto (default), torch or numpy")
     chosen: Literal["grpc", "system"] = "grpc" if source == "grpc" else "system"
+    engine_choice: Literal["auto", "torch", "numpy"] = (
+        "torch" if engine == "torch" else "numpy" if engine == "numpy" else "auto")
     if chosen == "grpc":
         output.info("demo: starting the reference entropy server on a unix socket")
     report = run_demo(
@@ -49,6 +67,7 @@ def demo(
         first_word=first_word,
         temperature=temperature,
         diagnostics_path=diagnostics,
+        engine=engine_choice,
     )
     if as_json:
         output.json_data({**asdict(report), "records": [r.to_dict() for r in report.records]})
@@ -75,7 +94,7 @@ def demo(
     where = f" at {report.server_address}" if report.server_address else ""
     output.info(
         f"demo: {len(report.records)} words, entropy from {report.source}{where}, "
-        f"{report.server_calls} server calls (one per token)"
+        f"{report.server_calls} server calls (one per token); selection math: {report.engine}"
     )
 
 

@@ -16,7 +16,7 @@ from qrs_cli import output
 from qrs_cli.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
-    from qrs_cli.doctor import Check, DoctorReport
+    from qrs_cli.doctor import CategoryReport, Check, DoctorReport
 
 _MARKS = {"ok": "✓", "warn": "!", "error": "✗"}
 _COLORS = {"ok": "\033[32m", "warn": "\033[33m", "error": "\033[31m"}
@@ -33,8 +33,10 @@ def doctor(
 ) -> None:
     """Check Python and this package, vLLM, Docker, GPU, ports, profiles, Hugging Face and disk.
 
-    Read-only, offline and quick (under 2 s; every tool it asks has a timeout). Exit 1 only
-    when a check finds an error (✗); warnings (!) leave the exit code 0.
+    Read-only, offline and quick (under 2 s; every tool it asks has a timeout). Ends with the
+    bottom line: which runtimes (compose with a GPU, native) can start here, and the one next
+    step. Exit 1 when a check finds an error (x), and nothing being able to start is one;
+    warnings (!) leave the exit code 0.
     """
     from qrs_cli.doctor import DoctorContext, run_doctor
 
@@ -58,26 +60,54 @@ def _mark(status: str) -> str:
 
 
 def _render(report: DoctorReport, verbose: bool) -> None:
+    """Categories, then the bottom line (every runtime, shown in full), then the summary with
+    the one next step — the last line, where eyes and ``tail -1`` look."""
+    step = ""
     for category in report.categories:
-        shown = [c for c in category.checks if verbose or c.status != "ok"]
-        headline = _headline(category.checks)
-        output.data(f"[{_mark(category.status)}] {category.title}: {headline}")
-        for check in shown:
-            output.data(f"    {_mark(check.status)} {check.message}")
-            if check.hint:
-                output.data(f"      → {check.hint}")
-            if verbose:
-                for key, value in check.details.items():
-                    output.data(f"        {key}: {_fmt(value)}")
+        if category.key == "runtimes":
+            step = _render_bottom_line(category)
+        else:
+            _render_category(category, verbose)
     output.data("")
-    problems = sum(1 for c in report.categories if c.status != "ok")
+    problems = sum(1 for c in report.categories if c.status != "ok" and c.key != "runtimes")
     if not problems:
-        output.data(f"✓ No issues found ({report.duration_s:.2f} s).")
-        return
-    output.data(f"{'✗' if report.errors else '!'} Doctor found issues in {problems} "
-                f"categor{'y' if problems == 1 else 'ies'}: {report.errors} error(s), "
-                f"{report.warnings} warning(s) ({report.duration_s:.2f} s)."
-                + ("" if verbose else " Run `qrs doctor -v` for details."))
+        summary = f"✓ No issues found ({report.duration_s:.2f} s)."
+    else:
+        summary = (f"{'✗' if report.errors else '!'} Doctor found issues in {problems} "
+                   f"categor{'y' if problems == 1 else 'ies'}: {report.errors} error(s), "
+                   f"{report.warnings} warning(s) ({report.duration_s:.2f} s)."
+                   + ("" if verbose else " Run `qrs doctor -v` for details."))
+    output.data(summary + (f" Next: {step}" if step else ""))
+
+
+def _render_category(category: CategoryReport, verbose: bool) -> None:
+    shown = [c for c in category.checks if verbose or c.status != "ok"]
+    headline = _headline(category.checks)
+    output.data(f"[{_mark(category.status)}] {category.title}: {headline}")
+    for check in shown:
+        output.data(f"    {_mark(check.status)} {check.message}")
+        if check.hint:
+            output.data(f"      → {check.hint}")
+        if verbose:
+            for key, value in check.details.items():
+                output.data(f"        {key}: {_fmt(value)}")
+
+
+def _render_bottom_line(bottom: CategoryReport) -> str:
+    """Every runtime (whether it can start, and what stops it); returns the next step."""
+    runtimes = [c for c in bottom.checks if c.name != "next step"]
+    step = next((c for c in bottom.checks if c.name == "next step"), None)
+    can = [c.message.removesuffix(" can start here") for c in runtimes if c.status == "ok"]
+    headline = (f"can start here: {'; '.join(can)}" if can else
+                "nothing here can start vLLM with the plugin yet")
+    output.data(f"[{_mark(bottom.status)}] {bottom.title}: {headline}")
+    for check in runtimes:
+        output.data(f"    {_mark(check.status)} {check.message}")
+        if check.hint:
+            output.data(f"      → {check.hint}")
+    if step is None:
+        return ""
+    return str(step.details.get("command", "")) or step.hint
 
 
 def _headline(checks: tuple[Check, ...]) -> str:

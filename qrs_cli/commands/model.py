@@ -19,7 +19,7 @@ def fetch(
     cache_dir: Annotated[
         str | None,
         typer.Option(
-            "--cache-dir",
+            "--cache-dir", metavar="DIR",
             help="Cache directory (default: $QRS_CACHE_DIR, else $XDG_CACHE_HOME/qrs, "
             "else ~/.cache/qrs).",
         ),

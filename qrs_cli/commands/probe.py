@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qrs_cli import output
+from qrs_cli.commands.completion import complete_profile
 from qrs_cli.errors import CLIError
 
 if TYPE_CHECKING:
-    from qrs_cli.probe import ProbeReport, StageResult
+    from qrs_cli.probe import ProbeReport, ProbeTarget, StageResult
 
 MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
 _COLORS = {"ok": "\033[32m", "warn": "\033[33m", "fail": "\033[31m", "skipped": "\033[2m"}
@@ -30,12 +31,14 @@ _RESET = "\033[0m"
 _HELP = """Probe the entropy server of PROFILE stage by stage, and say what it can sustain.
 
 Stages: connect, tls, health, reflection, auth, shape, streaming, limits (--limits), latency,
-randomness, budget; each shows ✓ ok, ! warning, ✗ failed or - skipped, and its time.
+randomness, budget; each shows its mark (ok, ! warning, x failed, - skipped) and its time.
 
 The target comes from the profile (flags > process environment > profile files > defaults);
 without PROFILE, from QR_* variables and the flags. The probe counts its calls and never
-exceeds the profile's QR_GRPC_RATE_LIMIT_PER_MIN, nor 1 % of QR_GRPC_DAILY_BYTE_BUDGET.
-Secrets are never printed.
+exceeds the profile's QR_GRPC_RATE_LIMIT_PER_MIN (shared on this host with a running vLLM of
+the same server), nor 1 % of QR_GRPC_DAILY_BYTE_BUDGET. With a rate limit it makes at most
+10 % of a minute's calls, fewer when fewer are free (--calls N sets the cap); the cap is
+printed before the first call. Secrets are never printed.
 
 \b
 Exit codes:
@@ -48,6 +51,7 @@ Exit codes:
   6  method/shape: method not implemented, wrong message shape or reply length
   7  streaming: the stream fails in the profile's streaming mode
   8  randomness warning, escalated by --strict
+  9  quota: the server answered RESOURCE_EXHAUSTED (rate limit or quota used up)
 """
 
 
@@ -60,16 +64,17 @@ def probe(
         str | None,
         typer.Argument(metavar="PROFILE",
                        help="Profile under deployments/ (omit: QR_* variables and flags only).",
-                       show_default=False),
+                       show_default=False, autocompletion=complete_profile),
     ] = None,
     address: Annotated[str | None, _opt("--address", "Server address (QR_GRPC_SERVER_ADDRESS): "
-                                        "host:port, [v6]:port or unix:///path.")] = None,
+                                        "host:port, [v6]:port or unix:///path.",
+                                        "ADDRESS")] = None,
     method: Annotated[str | None, _opt("--method", "Unary method path "
-                                       "(QR_GRPC_METHOD_PATH).")] = None,
+                                       "(QR_GRPC_METHOD_PATH).", "PATH")] = None,
     stream_method: Annotated[str | None, _opt("--stream-method", "Streaming method path "
-                                              "(QR_GRPC_STREAM_METHOD_PATH).")] = None,
-    mode: Annotated[str | None, _opt("--mode", "unary, server_streaming or bidi_streaming "
-                                     "(QR_GRPC_MODE).")] = None,
+                                              "(QR_GRPC_STREAM_METHOD_PATH).", "PATH")] = None,
+    mode: Annotated[str | None, _opt("--mode", "How to call the server (QR_GRPC_MODE).",
+                                     "[unary|server_streaming|bidi_streaming]")] = None,
     api_key_env: Annotated[str, _opt("--api-key-env", "Read the API key from this environment "
                                      "variable (keys never go on a command line).", "VAR")] = "",
     headers: Annotated[list[str] | None, _opt("--header", "Extra call metadata, name:value "
@@ -91,11 +96,23 @@ def probe(
     rpc_timeout: Annotated[float | None, typer.Option(
         "--rpc-timeout", min=0.001, metavar="SECONDS", show_default=False,
         help="Deadline of each call [default: QR_GRPC_TIMEOUT_MS].")] = None,
+    max_bytes_per_request: Annotated[int | None, typer.Option(
+        "--max-bytes-per-request", min=0, metavar="INTEGER", show_default=False,
+        help="Largest request the sampler makes; 0 = no cap "
+             "(QR_GRPC_MAX_BYTES_PER_REQUEST).")] = None,
+    sample_count: Annotated[int | None, typer.Option(
+        "--sample-count", min=1, metavar="INTEGER", show_default=False,
+        help="Bytes per token, i.e. per latency fetch (QR_SAMPLE_COUNT).")] = None,
+    calls: Annotated[int | None, typer.Option(
+        "--calls", min=1, metavar="INTEGER", show_default=False,
+        help="Most calls the whole probe makes [default: 10 % of QR_GRPC_RATE_LIMIT_PER_MIN, "
+             "at most the calls free this minute; no cap without a rate limit].")] = None,
     limits: Annotated[bool, typer.Option("--limits", help="Find the largest request the server "
                                          "accepts (bisection, at most 20 calls).")] = False,
-    total: Annotated[int, typer.Option("--total", min=1, max=10_000, help="Latency: fetches of "
-                                       "QR_SAMPLE_COUNT bytes to time.")] = 50,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64,
+    total: Annotated[int, typer.Option("--total", min=1, max=10_000, metavar="INTEGER",
+                                       help="Latency: most fetches of QR_SAMPLE_COUNT bytes to "
+                                            "time (fewer when --calls runs out).")] = 50,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, metavar="INTEGER",
                                              help="Latency: fetches in flight.")] = 1,
     strict: Annotated[bool, typer.Option("--strict", help="A randomness warning fails the "
                                          "probe (exit 8).")] = False,
@@ -107,22 +124,26 @@ def probe(
 ) -> None:
     """Probe PROFILE's entropy server (the full help text is _HELP)."""
     from qrs_cli.probe import ProbeOptions, TargetOverrides, resolve_target, run_probe
+    from qrs_cli.probe.call_budget import call_plan_for
 
     overrides = TargetOverrides(
         address=address, method=method, stream_method=stream_method, mode=mode,
         api_key_env=api_key_env, headers=tuple(headers or ()), tls=tls, tls_ca_cert=tls_ca_cert,
         tls_server_name=tls_server_name, tls_client_cert=tls_client_cert,
         tls_client_key=tls_client_key, connect_timeout_s=connect_timeout,
-        rpc_timeout_s=rpc_timeout)
+        rpc_timeout_s=rpc_timeout, max_bytes_per_request=max_bytes_per_request,
+        sample_count=sample_count)
     resolved = resolve_target(profile, overrides, root=root)
     target = resolved.target
+    plan = call_plan_for(target, calls)
     what = f"{target.profile}: " if target.profile else ""
-    output.info(f"probe: {what}{target.address}, {target.mode} {target.active_method_path}")
+    output.info(f"probe: {what}{target.address}, {target.mode} {target.active_method_path}; "
+                f"{plan.describe()}")
     for note in resolved.notes:
         output.info(f"note: {note}")
     observer = _JsonProgress() if as_json else _HumanLines()
     report = run_probe(target, ProbeOptions(limits=limits, total=total, concurrency=concurrency,
-                                            strict=strict),
+                                            strict=strict, calls=plan.max_calls),
                        notes=resolved.notes, observer=observer)
     if as_json:
         output.json_data(report.to_dict())
@@ -189,9 +210,24 @@ def _raise_for(report: ProbeReport) -> None:
     if failed is not None:
         raise CLIError(f"probe failed at {failed.name}: {failed.summary}",
                        failed.hint or "see the stage lines above", code)
+    if report.quota_refused:
+        from qrs_cli.probe.stages_calls import quota_hint
+
+        raise CLIError(f"the server answered RESOURCE_EXHAUSTED ({report.quota_refused}); the "
+                       "stages after it were cut short", quota_hint(_target_of(report)), code)
     randomness = report.stage("randomness")
     raise CLIError(f"randomness warning with --strict: {randomness.summary}",
                    randomness.hint, code)
+
+
+def _target_of(report: ProbeReport) -> ProbeTarget:
+    """The few target fields the quota hint reads, from the report's public view."""
+    from qrs_cli.probe import ProbeTarget
+
+    view = report.target
+    return ProbeTarget(address=str(view.get("address", "")), profile=str(view.get("profile", "")),
+                       rate_limit_per_min=int(view.get("rate_limit_per_min", 0) or 0),
+                       daily_byte_budget=int(view.get("daily_byte_budget", 0) or 0))
 
 
 def _use_color(stream: object) -> bool:

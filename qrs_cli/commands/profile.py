@@ -1,4 +1,4 @@
-"""``qrs profile new | list | show | validate``: make and check deployment profiles.
+"""``qrs profile new | set-key | list | show | validate``: make and check deployment profiles.
 
 Thin by design: each command turns its options into a call to :mod:`qrs_cli.profiles` and renders
 the data it returns. That package (pydantic, jinja2, yaml, subprocess) is imported inside the
@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qrs_cli import output
+from qrs_cli.commands.completion import complete_profile
 from qrs_cli.errors import EXIT_FAILED, CLIError
 
 if TYPE_CHECKING:
-    from qrs_cli.profiles.create import ProfilePlan
+    from qrs_cli.profiles.create import FileChange, ProfilePlan
     from qrs_cli.profiles.discovery import ProjectLayout
     from qrs_cli.profiles.types import Finding, ValidationReport
 
@@ -38,11 +39,18 @@ RootOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _answer(flag: str, key: str, what: str = "") -> Any:
-    """An answer flag. Taken as text so the schema, not Typer, judges the value: every bad value
-    then gets the same one-line ``Error:``/``Hint:`` as in a profile's ``.env``."""
+ProfileName = Annotated[str, typer.Argument(
+    metavar="PROFILE", help="Profile under deployments/, e.g. urandom.",
+    autocompletion=complete_profile)]
+
+
+def _answer(flag: str, key: str, what: str = "", metavar: str = "TEXT") -> Any:
+    """An answer flag. Parsed by the schema, not Typer, so every bad value gets the same
+    one-line ``Error:``/``Hint:`` as in a profile's ``.env``; ``metavar`` still names its type
+    (INTEGER, PORT, a list of choices) the way typed options elsewhere do."""
     return typer.Option(
-        flag, help=f"{what} ({key})." if what else f"Sets {key}.", show_default=False
+        flag, metavar=metavar, help=f"{what} ({key})." if what else f"Sets {key}.",
+        show_default=False,
     )
 
 
@@ -69,32 +77,44 @@ class _TerminalAsker:
 
 @profile_app.command("new")
 def new(
-    name: Annotated[str, typer.Argument(help="Folder name under deployments/, e.g. my-qrng.")],
-    source: Annotated[str | None, _answer("--source", "QR_ENTROPY_SOURCE_TYPE")] = None,
-    address: Annotated[str | None, _answer("--address", "QR_GRPC_SERVER_ADDRESS")] = None,
-    mode: Annotated[str | None, _answer("--mode", "QR_GRPC_MODE")] = None,
-    method_path: Annotated[str | None, _answer("--method-path", "QR_GRPC_METHOD_PATH")] = None,
-    stream_method_path: Annotated[
-        str | None, _answer("--stream-method-path", "QR_GRPC_STREAM_METHOD_PATH")
-    ] = None,
-    api_key_header: Annotated[
-        str | None, _answer("--api-key-header", "QR_GRPC_API_KEY_HEADER")
-    ] = None,
-    max_bytes_per_request: Annotated[
-        str | None, _answer("--max-bytes-per-request", "QR_GRPC_MAX_BYTES_PER_REQUEST")
-    ] = None,
-    rate_limit_per_min: Annotated[
-        str | None, _answer("--rate-limit-per-min", "QR_GRPC_RATE_LIMIT_PER_MIN")
-    ] = None,
-    daily_byte_budget: Annotated[
-        str | None, _answer("--daily-byte-budget", "QR_GRPC_DAILY_BYTE_BUDGET")
-    ] = None,
-    sample_count: Annotated[str | None, _answer("--sample-count", "QR_SAMPLE_COUNT")] = None,
-    model: Annotated[str | None, _answer("--model", "HF_MODEL", "Model vLLM serves")] = None,
-    port: Annotated[str | None, _answer("--port", "VLLM_PORT", "Host port of the API")] = None,
-    entropy_server_port: Annotated[
-        str | None, _answer("--entropy-server-port", "QRS_ENTROPY_SERVER_PORT")
-    ] = None,
+    name: Annotated[str, typer.Argument(
+        metavar="PROFILE", help="Folder name under deployments/, e.g. my-qrng.")],
+    source: Annotated[str | None, _answer(
+        "--source", "QR_ENTROPY_SOURCE_TYPE", "Entropy source: system, quantum_grpc, "
+        "mock_uniform, timing_noise or a plugin's name")] = None,
+    address: Annotated[str | None, _answer(
+        "--address", "QR_GRPC_SERVER_ADDRESS", "Entropy server: host:port, [v6]:port or "
+        "unix:///path", "ADDRESS")] = None,
+    mode: Annotated[str | None, _answer(
+        "--mode", "QR_GRPC_MODE", "How the client calls the server",
+        "[unary|server_streaming|bidi_streaming]")] = None,
+    method_path: Annotated[str | None, _answer(
+        "--method-path", "QR_GRPC_METHOD_PATH", "Unary method, /package.Service/Method",
+        "PATH")] = None,
+    stream_method_path: Annotated[str | None, _answer(
+        "--stream-method-path", "QR_GRPC_STREAM_METHOD_PATH", "Streaming method, "
+        "/package.Service/Method, or '' for none", "PATH")] = None,
+    api_key_header: Annotated[str | None, _answer(
+        "--api-key-header", "QR_GRPC_API_KEY_HEADER", "Metadata header of the API key",
+        "NAME")] = None,
+    max_bytes_per_request: Annotated[str | None, _answer(
+        "--max-bytes-per-request", "QR_GRPC_MAX_BYTES_PER_REQUEST", "Most bytes the server "
+        "gives per call; 0 = no cap", "INTEGER")] = None,
+    rate_limit_per_min: Annotated[str | None, _answer(
+        "--rate-limit-per-min", "QR_GRPC_RATE_LIMIT_PER_MIN", "Most calls a minute; 0 = none",
+        "INTEGER")] = None,
+    daily_byte_budget: Annotated[str | None, _answer(
+        "--daily-byte-budget", "QR_GRPC_DAILY_BYTE_BUDGET", "Most bytes a UTC day; 0 = none",
+        "INTEGER")] = None,
+    sample_count: Annotated[str | None, _answer(
+        "--sample-count", "QR_SAMPLE_COUNT", "Entropy bytes per token", "INTEGER")] = None,
+    model: Annotated[str | None, _answer("--model", "HF_MODEL", "Model vLLM serves",
+                                         "ID")] = None,
+    port: Annotated[str | None, _answer("--port", "VLLM_PORT", "Host port of the API",
+                                        "PORT")] = None,
+    entropy_server_port: Annotated[str | None, _answer(
+        "--entropy-server-port", "QRS_ENTROPY_SERVER_PORT", "Host port of the co-located "
+        "entropy server", "PORT")] = None,
     entropy_server: Annotated[
         bool | None,
         typer.Option(
@@ -110,7 +130,8 @@ def new(
         ),
     ] = "",
     from_profile: Annotated[
-        str, typer.Option("--from", metavar="PROFILE", help="Start from another profile.")
+        str, typer.Option("--from", metavar="PROFILE", help="Start from another profile.",
+                          autocompletion=complete_profile)
     ] = "",
     assignments: Annotated[
         list[str] | None,
@@ -122,18 +143,25 @@ def new(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the files; write nothing.")
     ] = False,
-    force: Annotated[
-        bool, typer.Option("--force", help="Overwrite an existing profile (keeps secrets.env).")
-    ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Update an existing profile: values not given are kept; the diff is "
+                        "shown and, on a terminal, confirmed.")] = False,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="With --force: apply the changes without asking. When stdin is "
+                            "not a terminal, --force needs --yes (or --no-input).")] = False,
+    as_json: JsonOption = False,
     root: RootOption = None,
 ) -> None:
-    """Make deployments/NAME/: an annotated .env, a README and, when needed, a Compose override.
+    """Make deployments/PROFILE/: an annotated .env, a README and, when needed, a Compose
+    override.
 
     Answers come from flags, then prompts (on a terminal), then --from, then the defaults. The
-    API key never goes on the command line: --api-key-env VAR or a hidden prompt.
+    API key never goes on the command line: --api-key-env VAR or a hidden prompt. With --force
+    on an existing profile, its own values come before the defaults (copier-style update), so
+    only what you give changes; the diff is shown first.
     """
     from qrs_cli.profiles.create import ProfileRequest, plan_profile, write_plan
-    from qrs_cli.profiles.discovery import find_project
+    from qrs_cli.profiles.discovery import find_project, require_base_stack
 
     flags = {
         "source": source,
@@ -151,6 +179,8 @@ def new(
         "entropy_server_port": entropy_server_port,
     }
     layout = find_project(root)
+    require_base_stack(layout)
+    updating = force and layout.profile_dir(name).is_dir()
     request = ProfileRequest(
         name=name,
         answers={k: v for k, v in flags.items() if v is not None},
@@ -159,19 +189,91 @@ def new(
         assignments=tuple(assignments or ()),
         api_key_env=api_key_env,
         force=force,
+        keep_existing=updating,
     )
     interactive = not defaults and _stdin_is_tty()
     plan = plan_profile(layout, request, asker=_TerminalAsker() if interactive else None)
-    if dry_run:
-        _print_plan(layout, plan)
+    if updating:
+        # --no-input/--defaults say "ask nothing" as clearly as --yes does.
+        if not _confirm_update(layout, plan, dry_run=dry_run, yes=yes or defaults,
+                               interactive=interactive, as_json=as_json):
+            return
+    elif dry_run:
+        if as_json:
+            output.json_data(_plan_dict(layout, plan, dry_run=True))
+        else:
+            _print_plan(layout, plan)
         output.info(f"Dry run: nothing written to {layout.relative(plan.folder)}/.")
         return
     plan = write_plan(layout, plan, force=force)
-    for path in plan.written:
-        output.data(layout.relative(path))
+    if as_json:
+        output.json_data(_plan_dict(layout, plan, dry_run=False))
+    else:
+        for path in plan.written:
+            output.data(layout.relative(path))
     output.info(
         f"Next: qrs profile validate {name}  (see {layout.relative(plan.folder)}/README.md)"
     )
+
+
+def _confirm_update(layout: ProjectLayout, plan: ProfilePlan, *, dry_run: bool, yes: bool,
+                    interactive: bool, as_json: bool) -> bool:
+    """Show what ``--force`` would change; True when the files should be written.
+
+    The diff goes to stdout for a dry run (it is the result) and to stderr otherwise (the
+    result is the list of files written). On a terminal the user confirms; elsewhere --yes
+    must say so, because a script that meant to create a profile must not rewrite one.
+    """
+    from qrs_cli.profiles.create import plan_changes
+
+    changes = plan_changes(layout, plan)
+    folder = layout.relative(plan.folder)
+    if not changes:
+        if as_json:
+            output.json_data({**_plan_dict(layout, plan, dry_run=dry_run), "changes": []})
+        output.info(f"{folder}/ already says exactly this: nothing to change.")
+        return False
+    if as_json and dry_run:
+        output.json_data({**_plan_dict(layout, plan, dry_run=True),
+                          "changes": [c.to_dict() for c in changes]})
+    else:
+        _print_changes(changes, to_stdout=dry_run)
+    if dry_run:
+        output.info(f"Dry run: nothing written to {folder}/.")
+        return False
+    if yes:
+        return True
+    if interactive:
+        if _TerminalAsker().confirm(f"Apply these changes to {folder}/?", False):
+            return True
+        output.info("Nothing changed.")
+        return False
+    raise CLIError(
+        f"profile {plan.name!r} exists; --force would change {_count(len(changes), 'file')} "
+        "(shown above), and stdin is not a terminal to confirm it",
+        "add --yes (or --no-input) to apply the changes, or --dry-run to only see them; to "
+        f"store just an API key: qrs profile set-key {plan.name} --api-key-env VAR",
+    )
+
+
+def _print_changes(changes: list[FileChange], *, to_stdout: bool) -> None:
+    emit = output.data if to_stdout else output.info
+    for change in changes:
+        if change.diff:
+            emit(change.diff.rstrip("\n"))
+        else:
+            what = "contents not shown: secret" if change.kind == "replaced" else change.kind
+            emit(f"==> {change.name}: {change.kind} ({what}) <==")
+
+
+def _plan_dict(layout: ProjectLayout, plan: ProfilePlan, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "profile": plan.name,
+        "folder": layout.relative(plan.folder),
+        "dry_run": dry_run,
+        "files": [layout.relative(plan.folder / f.name) for f in plan.files],
+        "written": [layout.relative(p) for p in plan.written],
+    }
 
 
 def _print_plan(layout: ProjectLayout, plan: ProfilePlan) -> None:
@@ -181,6 +283,60 @@ def _print_plan(layout: ProjectLayout, plan: ProfilePlan) -> None:
             output.data(f"==> {path} (mode 0600; contents not shown: they are secret) <==\n")
             continue
         output.data(f"==> {path} <==\n{f.content}")
+
+
+@profile_app.command("set-key")
+def set_key(
+    name: ProfileName,
+    api_key_env: Annotated[str, typer.Option(
+        "--api-key-env", metavar="VAR", show_default=False,
+        help="Read the key from this environment variable.")] = "",
+    from_stdin: Annotated[bool, typer.Option(
+        "--stdin", help="Read the key from stdin (a hidden prompt on a terminal).")] = False,
+    as_json: JsonOption = False,
+    root: RootOption = None,
+) -> None:
+    """Store PROFILE's API key in its git-ignored secrets.env (mode 0600); nothing else changes.
+
+    The key never goes on the command line: name a variable, or pipe it in (`--stdin`). Other
+    lines of secrets.env are kept; no other file is touched.
+    """
+    from qrs_cli.profiles.discovery import existing_profile, find_project
+    from qrs_cli.profiles.secrets_file import store_secret
+
+    if bool(api_key_env) == from_stdin:
+        raise CLIError("give the key one way: --api-key-env VAR or --stdin",
+                       f"e.g. `read -rs K && export K && qrs profile set-key {name} "
+                       "--api-key-env K`, or `qrs profile set-key NAME --stdin < keyfile`")
+    layout = find_project(root)
+    existing_profile(layout, name)  # unknown names fail before the key is read
+    key = _key_from_env(api_key_env) if api_key_env else _key_from_stdin()
+    stored = store_secret(layout, name, "QR_GRPC_API_KEY", key)
+    if as_json:
+        output.json_data({**stored.to_dict(), "path": layout.relative(stored.path)})
+        return
+    how = "replaced the key" if stored.replaced else "stored the key"
+    output.data(f"✓ {how} of {name} in {layout.relative(stored.path)} (mode 0600, git-ignored)")
+    output.info(f"Next: qrs probe {name}   (checks that the server accepts it)")
+
+
+def _key_from_env(variable: str) -> str:
+    from qr_sampler.envkeys import api_key_from_env
+
+    return api_key_from_env(variable)
+
+
+def _key_from_stdin() -> str:
+    """The key from stdin: a hidden prompt on a terminal, else the first line of the input."""
+    if _stdin_is_tty():
+        return _TerminalAsker().secret("API key (hidden)").strip()
+    output.info("set-key: reading the key from stdin")
+    line = sys.stdin.readline()
+    key = line.strip()
+    if not key:
+        raise CLIError("stdin held no key (the first line is empty)",
+                       "pipe the key in, e.g. `qrs profile set-key NAME --stdin < keyfile`")
+    return key
 
 
 @profile_app.command("list")
@@ -211,7 +367,7 @@ def _validity(errors: int, warnings: int) -> str:
 
 @profile_app.command("show")
 def show(
-    name: Annotated[str, typer.Argument(help="Profile name.")],
+    name: ProfileName,
     as_json: JsonOption = False,
     root: RootOption = None,
 ) -> None:
@@ -234,7 +390,9 @@ def show(
 
 @profile_app.command("validate")
 def validate(
-    name: Annotated[str | None, typer.Argument(help="Profile name (or --all).")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="PROFILE", help="Profile under deployments/ (or --all).", show_default=False,
+        autocompletion=complete_profile)] = None,
     all_profiles: Annotated[bool, typer.Option("--all", help="Validate every profile.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings count as errors.")] = False,
     as_json: JsonOption = False,

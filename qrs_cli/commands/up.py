@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from qrs_cli import output
+from qrs_cli.commands.completion import complete_profile
 from qrs_cli.errors import EXIT_FAILED, CLIError
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ RootOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ProfileArgument = Annotated[str, typer.Argument(metavar="PROFILE",
-                                                help="Profile under deployments/, e.g. urandom.")]
+                                                help="Profile under deployments/, e.g. urandom.",
+                                                autocompletion=complete_profile)]
 #: The per-request example every success message shows.
 XARGS_EXAMPLE = {"qr_top_k": 20}
 
@@ -70,8 +72,8 @@ def up(
         "--model", metavar="DIR|ID", show_default=False,
         help="Native only: a Hugging Face model folder or hub id instead of HF_MODEL.")] = "",
     services: Annotated[list[str] | None, typer.Option(
-        "--service", metavar="NAME", show_default=False,
-        help="Compose only: start just this service (repeatable): vllm, entropy-server.")
+        "--service", metavar="[vllm|entropy-server]", show_default=False,
+        help="Compose only: start just this service (repeatable).")
     ] = None,
     vllm_args: Annotated[list[str] | None, typer.Option(
         "--vllm-arg", metavar="ARG", show_default=False,
@@ -99,7 +101,7 @@ def up(
         root=root, timeout_s=timeout, model=model, services=tuple(services or ()),
         vllm_args=tuple(vllm_args or ()), skip_probe=skip_probe, build=not no_build)
     if dry_run:
-        _target, plan = plan_up(profile, options)
+        _target, plan = plan_up(profile, options, require_tools=False)
         if as_json:
             output.json_data({**plan.to_dict(), "dry_run": True})
         else:
@@ -139,6 +141,10 @@ def _render_plan(plan: LaunchPlan) -> None:
     output.data(_indent(output.table(["ROLE", "PATH"], [[f.role, f.path] for f in plan.files])))
     if plan.endpoint:
         output.data(f"Endpoint: {plan.endpoint}/v1 (model {plan.model})")
+    if plan.vllm_flags:
+        where = "in the vLLM command above" if plan.runtime == "native" else (
+            "deployments/compose.yaml passes them to vLLM")
+        output.data(f"vLLM flags from the profile ({where}): {shlex.join(plan.vllm_flags)}")
     for note in plan.notes:
         output.data(f"Note: {note}")
 
@@ -171,10 +177,12 @@ def _indent(text: str, by: str = "  ") -> str:
     return "\n".join(by + line for line in text.splitlines())
 
 
-def down(profile: ProfileArgument, as_json: JsonOption = False) -> None:
-    """Stop PROFILE's stack: every process or container `qrs up` started."""
-    from qrs_cli.runtime import bring_down
+def down(profile: ProfileArgument, as_json: JsonOption = False, root: RootOption = None) -> None:
+    """Stop PROFILE's stack: every process or container `qrs up` started (Compose's logs are
+    kept for `qrs logs`). Exit 0 when it was not running; 2 for an unknown profile."""
+    from qrs_cli.runtime import bring_down, require_known_profile
 
+    require_known_profile(profile, root)
     result = bring_down(profile)
     if as_json:
         output.json_data(result.to_dict())
@@ -187,21 +195,32 @@ def down(profile: ProfileArgument, as_json: JsonOption = False) -> None:
 
 def status(
     profile: Annotated[str | None, typer.Argument(
-        metavar="[PROFILE]", show_default=False,
+        metavar="PROFILE", show_default=False, autocompletion=complete_profile,
         help="One profile (default: every stack qrs started).")] = None,
     as_json: JsonOption = False,
+    root: RootOption = None,
 ) -> None:
-    """What runs, since when, how healthy, on which ports. Exit 1 if something is down."""
-    from qrs_cli.runtime import stack_status
+    """What runs, since when, how healthy, on which ports. Exit 1 if something is down or
+    PROFILE is not running; 2 for an unknown profile."""
+    from qrs_cli.runtime import require_known_profile, stack_status
+
+    if profile:
+        require_known_profile(profile, root)
 
     stacks = stack_status(profile)
+    from qrs_cli.runtime.sampler_metrics import sampler_figures
+
+    figures = [sampler_figures(s) for s in stacks]  # the qr_sampler_* key figures, if served
     if as_json:
-        output.json_data({"stacks": [s.to_dict() for s in stacks]})
+        output.json_data({"stacks": [{**s.to_dict(), "sampler": f.to_dict() if f else None}
+                                     for s, f in zip(stacks, figures, strict=True)]})
     elif not stacks:
         output.data(f"{profile} is not running" if profile else "no stack started by qrs runs")
     else:
-        for stack in stacks:
+        for stack, found in zip(stacks, figures, strict=True):
             _render_status(stack)
+            if found:
+                output.data(_indent(f"sampler: {found.summary()}  [{found.url}]"))
     if (profile and not stacks) or any(not s.healthy for s in stacks):
         raise typer.Exit(EXIT_FAILED)
 
@@ -232,18 +251,26 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f",
                                          help="Keep printing new lines until the stack stops "
                                               "(or Ctrl-C).")] = False,
-    service: Annotated[str, typer.Option("--service", metavar="NAME", show_default=False,
-                                         help="Only this service: vllm or entropy-server.")
+    service: Annotated[str, typer.Option("--service", metavar="[vllm|entropy-server]",
+                                         show_default=False, help="Only this service.")
                        ] = "",
-    tail: Annotated[int, typer.Option("--tail", min=0, metavar="N",
+    tail: Annotated[int, typer.Option("--tail", min=0, metavar="INTEGER",
                                       help="Lines to show from the end of each log.")] = 50,
+    root: RootOption = None,
 ) -> None:
-    """Show PROFILE's logs: the native runtime's log files, or Compose's service logs."""
-    from qrs_cli.runtime import log_source
+    """Show PROFILE's logs: the native runtime's log files, or Compose's service logs.
+
+    After the stack stopped or crashed, the logs of its last run (Compose's are saved by
+    `qrs down`). Exit 2 for an unknown profile, 1 when there are no logs yet.
+    """
+    from qrs_cli.runtime import log_source, require_known_profile
     from qrs_cli.runtime.logs import follow as follow_files
     from qrs_cli.runtime.logs import tail_lines
 
+    require_known_profile(profile, root)
     source = log_source(profile, service=service, tail=tail, follow=follow)
+    if source.stopped:
+        output.info(f"note: {profile} is not running; these are the logs of its last run")
     try:
         if source.argv:
             from qrs_cli.profiles.compose import compose_env

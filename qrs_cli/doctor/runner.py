@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from qrs_cli.doctor.bottom_line import assess, bottom_line, prune_hints
 from qrs_cli.doctor.checks_docker import check_docker, check_gpu
 from qrs_cli.doctor.checks_host import check_disk, check_huggingface, check_ports, check_profiles
 from qrs_cli.doctor.checks_python import check_python
@@ -84,4 +85,8 @@ def run_doctor(ctx: DoctorContext | None = None, *, deadline_s: float = DEADLINE
                      "something this check waits on is slow (a Docker socket, a driver); "
                      "run the doctor again, or check that tool by hand")]
             categories.append(CategoryReport(key, CATEGORIES[key], tuple(found)))
+    if checks is None:  # a full run: add the bottom line, and keep hints from going in circles
+        runtimes = assess(categories)
+        categories = prune_hints(categories, runtimes)
+        categories.append(bottom_line(ctx, categories, runtimes))
     return DoctorReport(tuple(categories), time.monotonic() - start)

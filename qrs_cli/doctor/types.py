@@ -8,14 +8,16 @@ exit 1. Every non-ok check carries a hint saying how to fix it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Status = Literal["ok", "warn", "error"]
 MARKS: dict[Status, str] = {"ok": "✓", "warn": "!", "error": "✗"}
 _RANK: dict[Status, int] = {"ok": 0, "warn": 1, "error": 2}
 
-#: Categories in report order: key → title.
+#: Categories in report order: key → title. ``runtimes`` is the bottom line, derived from the
+#: others once they are done (which ways to run vLLM with the plugin work here, and the one
+#: next step); see :mod:`qrs_cli.doctor.bottom_line`.
 CATEGORIES: dict[str, str] = {
     "python": "Python & qr-sampler",
     "vllm": "vLLM",
@@ -25,12 +27,18 @@ CATEGORIES: dict[str, str] = {
     "profiles": "Profiles",
     "huggingface": "Hugging Face",
     "disk": "Disk space",
+    "runtimes": "Runtimes",
 }
 
 
 @dataclass(frozen=True)
 class Check:
-    """One finding: what was checked, the verdict, a fix hint when not ok, and details (-v)."""
+    """One finding: what was checked, the verdict, a fix hint when not ok, and details (-v).
+
+    ``alternative`` names the runtime (``native`` or ``compose``) that the end of ``hint``
+    suggests instead (``alt_clause``, the exact text); the bottom line drops that clause when
+    the runtime cannot start here either, so no two hints send the user back and forth.
+    """
 
     category: str
     name: str
@@ -38,6 +46,15 @@ class Check:
     message: str
     hint: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    alternative: str = ""
+    alt_clause: str = ""
+
+    def without_alternative(self) -> Check:
+        """This check with the clause that suggests the other runtime removed from its hint."""
+        if not self.alt_clause or self.alt_clause not in self.hint:
+            return self
+        hint = self.hint.replace(self.alt_clause, "").strip(" ;,")
+        return replace(self, hint=hint, alternative="", alt_clause="")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "message": self.message,
@@ -50,6 +67,11 @@ def ok(category: str, name: str, message: str, **details: Any) -> Check:
 
 def warn(category: str, name: str, message: str, hint: str, **details: Any) -> Check:
     return Check(category, name, "warn", message, hint, details)
+
+
+def with_alternative(check: Check, runtime: str, clause: str) -> Check:
+    """``check`` whose hint ends with ``clause``, a suggestion to use ``runtime`` instead."""
+    return replace(check, hint=check.hint + clause, alternative=runtime, alt_clause=clause)
 
 
 def error(category: str, name: str, message: str, hint: str, **details: Any) -> Check:

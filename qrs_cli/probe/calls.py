@@ -54,10 +54,20 @@ class CallOutcome:
         return f"{self.code}: {self.details}" if self.details else self.code
 
 
-def outcome_from_error(exc: grpc.RpcError, latency_s: float) -> CallOutcome:
+def outcome_from_error(exc: grpc.RpcError, latency_s: float,
+                       budget: CallBudget | None = None) -> CallOutcome:
+    """The outcome of a failed call; a quota refusal is reported to ``budget`` (no more calls)."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+    if budget is not None and is_quota_refusal(code.name, details):
+        budget.note_server_refusal(details)
     return CallOutcome(code.name, details, latency_s=latency_s)
+
+
+def is_quota_refusal(code: str, details: str) -> bool:
+    """RESOURCE_EXHAUSTED for a rate limit or quota — not for a message over a size limit
+    (gRPC uses the same code for "received message larger than max")."""
+    return code == "RESOURCE_EXHAUSTED" and "larger than" not in details.lower()
 
 
 class EntropyCaller:
@@ -100,7 +110,7 @@ class EntropyCaller:
                 metadata=self.metadata if metadata is None else metadata)
         except grpc.RpcError as exc:
             self.budget.settle(n, 0)
-            return outcome_from_error(exc, time.perf_counter() - start)
+            return outcome_from_error(exc, time.perf_counter() - start, self.budget)
         latency = time.perf_counter() - start
         return self.check_replies([raw], [n], latency, sequence_ids=None)
 
@@ -130,7 +140,7 @@ class EntropyCaller:
                     break
         except grpc.RpcError as exc:
             self.budget.settle(n, 0)
-            return outcome_from_error(exc, time.perf_counter() - start)
+            return outcome_from_error(exc, time.perf_counter() - start, self.budget)
         latency = time.perf_counter() - start
         data = b"".join(parts)
         self.budget.settle(n, len(data) if len(data) == n else 0)
@@ -260,7 +270,7 @@ class BidiSession:
 
     def _failure(self, kind: str, item: Any, latency: float) -> CallOutcome:
         if kind == "error":
-            return outcome_from_error(item, latency)
+            return outcome_from_error(item, latency, self._caller.budget)
         if kind == "end":
             return CallOutcome("OK", problem="the server ended the stream before replying",
                                latency_s=latency)

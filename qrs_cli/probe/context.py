@@ -141,6 +141,7 @@ class ProbeContext:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        self.budget.close()
 
 
 def chunk_size(target: ProbeTarget) -> int:

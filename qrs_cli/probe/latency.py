@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from qrs_cli.probe.call_budget import BudgetSpent
-from qrs_cli.probe.calls import BidiSession, CallOutcome, EntropyCaller
+from qrs_cli.probe.calls import BidiSession, CallOutcome, EntropyCaller, is_quota_refusal
 from qrs_cli.probe.context import (
     ProbeContext,
     StageOutcome,
@@ -37,9 +37,19 @@ from qrs_cli.probe.context import (
     skipped,
     warn,
 )
+from qrs_cli.probe.stages_calls import quota_hint
+from qrs_cli.probe.types import EXIT_QUOTA
 
 #: Stop after this many failed fetches: the errors are already clear.
 MAX_ERRORS = 10
+#: The percentiles reported, like ghz's.
+PERCENTILES = (50, 90, 99)
+
+
+def fetches_needed(q: int) -> int:
+    """Fetches a q-th percentile needs to be more than the slowest one: 1 / (1 − q/100)
+    (p50: 2, p90: 10, p99: 100)."""
+    return round(100 / (100 - q))
 
 
 class _Run:
@@ -53,6 +63,7 @@ class _Run:
         self.errors: Counter[str] = Counter()
         self.calls = 0
         self.stopped = ""
+        self.quota_refused = False
 
     def claim(self) -> bool:
         with self._lock:
@@ -69,7 +80,8 @@ class _Run:
                 return
             label = out.code if out.code != "OK" else "BAD_REPLY"
             self.errors[label] += 1
-            if out.code == "RESOURCE_EXHAUSTED":
+            if is_quota_refusal(out.code, out.details):
+                self.quota_refused = True
                 self.stopped = "the server answered RESOURCE_EXHAUSTED (rate limit or quota)"
             elif sum(self.errors.values()) >= MAX_ERRORS:
                 self.stopped = f"{MAX_ERRORS} fetches failed"
@@ -97,15 +109,17 @@ class _Fetcher:
                 self._session = self._caller.open_bidi(
                     t.stream_method_path, messages=self._planned * len(self._sizes))
             return self._session.exchange(self._sizes)
-        start = time.perf_counter()
         data: list[bytes] = []
+        spent = 0.0
         for n in self._sizes:  # chunks one after another, as the sampler's transports do
             out = self._caller.exchange(t.mode, t.active_method_path, n)
             if not out.ok:
                 return out
             data.append(out.data)
-        return CallOutcome("OK", data=b"".join(data), latency_s=time.perf_counter() - start,
-                           replies=len(data))
+            # The calls' own times: the call budget's bookkeeping between chunks (a file lock
+            # of the shared quota) is the probe's cost, not the server's.
+            spent += out.latency_s
+        return CallOutcome("OK", data=b"".join(data), latency_s=spent, replies=len(data))
 
     def close(self) -> None:
         if self._session is not None:
@@ -185,33 +199,53 @@ def _latency_outcome(ctx: ProbeContext, run: _Run, warm: _Run, wall: float, per_
     }
     if warm.errors and not done:
         details["warmup_errors"] = dict(warm.errors)
+    refused = run.quota_refused or warm.quota_refused
     if done == 0:
         shown = ", ".join(f"{k} ×{v}" for k, v in (run.errors or warm.errors).items())
+        if refused:
+            return fail(f"no fetch succeeded: the server answered RESOURCE_EXHAUSTED ({shown})",
+                        details, quota_hint(t), EXIT_QUOTA)
         return fail(f"no fetch succeeded ({shown or run.stopped or 'nothing ran'})", details,
                     "the shape and streaming stages above say why calls fail")
     lat = np.asarray(run.latencies)
-    p50, p90, p99 = (float(np.percentile(lat, q)) for q in (50, 90, 99))
     fetches_per_s = done / wall if wall > 0 else 0.0
     ctx.fetches_per_s = fetches_per_s
+    shown_percentiles = []
+    thin = []
+    for q in PERCENTILES:
+        value = float(np.percentile(lat, q))
+        details[f"p{q}_ms"] = round(value * 1000, 3)
+        marked = done < fetches_needed(q)
+        thin += [f"p{q}"] if marked else []
+        shown_percentiles.append(f"p{q} {ms(value)}{'*' if marked else ''}")
     details.update({
-        "p50_ms": round(p50 * 1000, 3), "p90_ms": round(p90 * 1000, 3),
-        "p99_ms": round(p99 * 1000, 3), "min_ms": round(float(lat.min()) * 1000, 3),
+        "min_ms": round(float(lat.min()) * 1000, 3),
         "max_ms": round(float(lat.max()) * 1000, 3),
         "fetches_per_s": round(fetches_per_s, 3),
         "calls_per_s": round(fetches_per_s * per_fetch, 3),
         "bytes_per_s": round(fetches_per_s * t.sample_count, 1),
+        # Percentiles from fewer fetches than they need to mean anything (p99 from 20 fetches is
+        # just the slowest one): marked with * in the summary.
+        "unreliable_percentiles": thin,
     })
     head = (f"{done} × {size(t.sample_count)}"
             + (f" ({per_fetch} calls each)" if per_fetch > 1 else "")
             + (f", concurrency {workers}" if workers > 1 else "")
-            + f": p50 {ms(p50)}, p90 {ms(p90)}, p99 {ms(p99)}; "
+            + f": {', '.join(shown_percentiles)}; "
             f"{fetches_per_s * per_fetch:,.0f} calls/s, {size(fetches_per_s * t.sample_count)}/s")
+    if thin:
+        needs = ", ".join(f"{p} ≥ {fetches_needed(int(p[1:]))}" for p in thin)
+        head += f" (* from {done} fetch{'es' if done != 1 else ''}; needs {needs})"
     if shortened and not run.stopped:
         head += f" (shortened to fit the call budget; {calls_per_token(t)} calls per token)"
+    if refused:
+        shown = ", ".join(f"{k} ×{v}" for k, v in run.errors.items()) or "in the warm-up"
+        return fail(f"{head}; stopped: the server answered RESOURCE_EXHAUSTED ({shown})",
+                    details, quota_hint(t), EXIT_QUOTA)
     if failed or run.stopped:
         shown = ", ".join(f"{k} ×{v}" for k, v in run.errors.items()) or "none"
         return warn(f"{head}; errors: {shown}" + (f"; stopped: {run.stopped}"
                                                    if run.stopped else ""), details,
-                    "errors by status code above; RESOURCE_EXHAUSTED means the server's rate "
-                    "limit: set QR_GRPC_RATE_LIMIT_PER_MIN to it")
+                    "errors by status code above; a stop by the call budget means the "
+                    "profile's limits or --calls left no more calls")
     return ok(f"{head}; no errors", details)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qrs_cli.probe.call_budget import BudgetSpent, CallBudget
+from qrs_cli.probe.call_budget import BudgetSpent, CallBudget, shared_ledger
 from qrs_cli.probe.capacity import run_budget
 from qrs_cli.probe.channel import parse_endpoint
 from qrs_cli.probe.context import ProbeContext, StageOutcome
@@ -121,8 +121,10 @@ def run_probe(target: ProbeTarget, options: ProbeOptions | None = None, *,
     """Probe ``target`` stage by stage; never raises for a misbehaving server (that is a failed
     stage in the report)."""
     options = options or ProbeOptions()
+    budget = CallBudget(target.rate_limit_per_min, target.daily_byte_budget,
+                        max_calls=options.calls, ledger=shared_ledger(target))
     ctx = ProbeContext(target=target, options=options, endpoint=parse_endpoint(target.address),
-                       budget=CallBudget(target.rate_limit_per_min, target.daily_byte_budget))
+                       budget=budget)
     secrets = target.secret_values()
     start = time.perf_counter()
     try:
@@ -143,21 +145,29 @@ def run_probe(target: ProbeTarget, options: ProbeOptions | None = None, *,
         duration_s=time.perf_counter() - start,
         strict=options.strict,
         notes=tuple(_scrub(n, secrets) for n in notes),
-        budget=ctx.budget.to_dict(),
+        budget=_scrub_any(ctx.budget.to_dict(), secrets),
+        quota_refused=_scrub(ctx.budget.server_refusal, secrets),
     )
+
+
+#: Stages that call the server; none runs after it answered RESOURCE_EXHAUSTED.
+CALLING_STAGES = frozenset({"health", "reflection", "auth", "shape", "streaming", "limits",
+                            "latency"})
 
 
 def _run_stage(ctx: ProbeContext, stage: Stage) -> StageResult:
     start = time.perf_counter()
     reason = stage.needs(ctx)
+    if not reason and stage.name in CALLING_STAGES and ctx.budget.server_refusal:
+        reason = "the server answered RESOURCE_EXHAUSTED before this stage (no further calls)"
     if reason:
         return StageResult(stage.name, "skipped", 0.0, f"skipped: {reason}")
     try:
         outcome = stage.run(ctx)
     except BudgetSpent as spent:
         outcome = StageOutcome("skipped", f"stopped by the call budget: {spent.reason}",
-                               hint="the probe never exceeds the profile's limits; rerun in a "
-                                    "minute, or raise the limits if the server allows")
+                               hint="the probe never exceeds the profile's limits or its --calls; "
+                                    "rerun in a minute, or allow more calls (--calls N)")
     exit_code = (outcome.exit_code or stage.exit_code) if outcome.status == "fail" else 0
     return StageResult(stage.name, outcome.status, time.perf_counter() - start, outcome.summary,
                        outcome.details, outcome.hint, exit_code)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from qrs_cli.probe.call_budget import BudgetSpent
-from qrs_cli.probe.calls import CallOutcome
+from qrs_cli.probe.calls import CallOutcome, is_quota_refusal
 from qrs_cli.probe.context import (
     ProbeContext,
     StageOutcome,
@@ -23,7 +23,14 @@ from qrs_cli.probe.context import (
     skipped,
     warn,
 )
-from qrs_cli.probe.types import EXIT_AUTH, EXIT_FAILED, EXIT_METHOD, EXIT_STREAMING
+from qrs_cli.probe.types import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_METHOD,
+    EXIT_QUOTA,
+    EXIT_STREAMING,
+    ProbeTarget,
+)
 
 #: Bytes asked for by the auth calls: small, far below any server's cap.
 AUTH_PROBE_BYTES = 16
@@ -54,12 +61,10 @@ def run_auth(ctx: ProbeContext) -> StageOutcome:
             return ok("no API key configured, and the server serves without one", details)
         if bare.code == "UNAUTHENTICATED":
             return fail("missing API key: the server wants one (UNAUTHENTICATED)", details,
-                        "set QR_GRPC_API_KEY in the profile's secrets.env (`qrs profile new "
-                        "NAME --force --api-key-env VAR`) or pass --api-key-env VAR", EXIT_AUTH)
+                        _store_key_hint(t), EXIT_AUTH)
         if bare.code == "PERMISSION_DENIED":
             return fail("the server refuses calls without an API key (PERMISSION_DENIED)",
-                        details, "configure the key: --api-key-env VAR or QR_GRPC_API_KEY",
-                        EXIT_AUTH)
+                        details, _store_key_hint(t), EXIT_AUTH)
         return skipped(f"inconclusive: a call without a key got {bare.describe()} "
                        "(see shape)", details)
     wrong_key = WRONG_KEY if t.api_key.get_secret_value() != WRONG_KEY else WRONG_KEY + "-2"
@@ -87,6 +92,29 @@ def run_auth(ctx: ProbeContext) -> StageOutcome:
                     details, "check the server's key validation")
     return ok(f"key required and accepted (no key → {bare.code}, wrong key → {wrong.code}, "
               "the profile's key → OK)", details)
+
+
+def _store_key_hint(t: ProbeTarget) -> str:
+    """Where the key goes: the profile's secrets file (set-key touches nothing else)."""
+    name = t.profile or "PROFILE"
+    return (f"store it: `qrs profile set-key {name} --stdin` (or --api-key-env VAR; it goes to "
+            "the profile's git-ignored secrets.env and nothing else changes); to try a key "
+            "first: qrs probe " + (t.profile + " " if t.profile else "") + "--api-key-env VAR")
+
+
+def quota_hint(t: ProbeTarget) -> str:
+    """What RESOURCE_EXHAUSTED means for this profile — a true hint, whether or not its rate
+    limit is set (setting a limit that is already set helps nobody)."""
+    if t.rate_limit_per_min:
+        return (f"the server's quota is used up although this probe stayed under "
+                f"QR_GRPC_RATE_LIMIT_PER_MIN={t.rate_limit_per_min}: another client of the same "
+                "key (a running vLLM elsewhere, another host) used it, or the server counts "
+                "bytes or a lower limit; wait a minute and probe with fewer calls (--calls N), "
+                "and if it persists lower QR_GRPC_RATE_LIMIT_PER_MIN (or "
+                "QR_GRPC_DAILY_BYTE_BUDGET) to the server's real limits")
+    return ("the server limits calls or bytes, and the profile sets no limit: set "
+            "QR_GRPC_RATE_LIMIT_PER_MIN (and QR_GRPC_DAILY_BYTE_BUDGET) to the server's limits "
+            "so the probe and the sampler stay under them; wait a minute before probing again")
 
 
 # --- shape --------------------------------------------------------------------------------
@@ -137,11 +165,9 @@ def _call_failure(ctx: ProbeContext, out: CallOutcome, n: int, *, key: str, path
             hint = ("a server that returns fewer bytes than asked may cap requests: set "
                     "QR_GRPC_MAX_BYTES_PER_REQUEST (`--limits` finds the cap)")
         return fail(f"wrong reply: {out.problem}", hint=hint, exit_code=exit_code)
-    if out.code == "RESOURCE_EXHAUSTED":
+    if is_quota_refusal(out.code, out.details):
         return fail(f"the server's rate limit or quota refused the call ({out.describe()})",
-                    hint="wait a minute, and set QR_GRPC_RATE_LIMIT_PER_MIN to the server's "
-                         "limit so the probe and the sampler stay under it",
-                    exit_code=EXIT_FAILED)
+                    hint=quota_hint(ctx.target), exit_code=EXIT_QUOTA)
     return fail(f"the call failed: {out.describe()}",
                 hint="a slow server needs a larger --rpc-timeout (QR_GRPC_TIMEOUT_MS)"
                 if out.code == "DEADLINE_EXCEEDED" else "", exit_code=EXIT_FAILED)
@@ -175,7 +201,7 @@ def run_streaming(ctx: ProbeContext) -> StageOutcome:
                            path=t.stream_method_path, exit_code=EXIT_STREAMING)
     if t.mode == "unary":
         return warn(f"{result.summary} (not used in mode unary)", details, result.hint)
-    code = result.exit_code if result.exit_code == EXIT_AUTH else EXIT_STREAMING
+    code = result.exit_code if result.exit_code in (EXIT_AUTH, EXIT_QUOTA) else EXIT_STREAMING
     return fail(result.summary, details, result.hint, code)
 
 

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from qr_sampler.envkeys import ApiKeyVariableError, api_key_from_env
 from qr_sampler.errors import SettingsError
-from qr_sampler.settings import ENV_PREFIX, Settings, settings_from_mapping
+from qr_sampler.settings import ENV_PREFIX, Settings, setting_default, settings_from_mapping
 from qrs_cli.probe.errors import ProbeError
 from qrs_cli.probe.types import ProbeTarget, TlsOptions
 
@@ -33,7 +33,7 @@ PROBE_KEYS = (
     "QR_GRPC_API_KEY", "QR_GRPC_API_KEY_HEADER", "QR_GRPC_TIMEOUT_MS",
     "QR_GRPC_MAX_BYTES_PER_REQUEST", "QR_GRPC_RATE_LIMIT_PER_MIN", "QR_GRPC_DAILY_BYTE_BUDGET",
     "QR_GRPC_TLS", "QR_GRPC_TLS_CA_CERT", "QR_GRPC_TLS_SERVER_NAME", "QR_GRPC_TLS_CLIENT_CERT",
-    "QR_GRPC_TLS_CLIENT_KEY", "QR_SAMPLE_COUNT",
+    "QR_GRPC_TLS_CLIENT_KEY", "QR_SAMPLE_COUNT", "QR_QUOTA_STATE_DIR",
 )
 #: Flag → the key it overrides (for messages that name what the user typed).
 FLAG_KEYS = {
@@ -43,8 +43,12 @@ FLAG_KEYS = {
     "--tls-server-name": "QR_GRPC_TLS_SERVER_NAME",
     "--tls-client-cert": "QR_GRPC_TLS_CLIENT_CERT", "--tls-client-key": "QR_GRPC_TLS_CLIENT_KEY",
     "--api-key-env": "QR_GRPC_API_KEY",
+    "--max-bytes-per-request": "QR_GRPC_MAX_BYTES_PER_REQUEST",
+    "--sample-count": "QR_SAMPLE_COUNT",
 }
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
+#: The probe's connection deadline when no flag sets one: the schema's call timeout, as for
+#: ProbeTarget (one source of defaults).
+DEFAULT_CONNECT_TIMEOUT_S = ProbeTarget.connect_timeout_s
 _HEADER_RE = re.compile(r"^[0-9a-z_.\-]+$")
 
 
@@ -65,6 +69,8 @@ class TargetOverrides:
     tls_client_key: str | None = None
     connect_timeout_s: float | None = None
     rpc_timeout_s: float | None = None
+    max_bytes_per_request: int | None = None
+    sample_count: int | None = None
 
     def as_keys(self) -> dict[str, str]:
         """The given flags as ``QR_*`` values (the API key is added separately)."""
@@ -74,6 +80,8 @@ class TargetOverrides:
             "--tls": None if self.tls is None else ("true" if self.tls else "false"),
             "--tls-ca-cert": self.tls_ca_cert, "--tls-server-name": self.tls_server_name,
             "--tls-client-cert": self.tls_client_cert, "--tls-client-key": self.tls_client_key,
+            "--max-bytes-per-request": _text(self.max_bytes_per_request),
+            "--sample-count": _text(self.sample_count),
         }
         return {FLAG_KEYS[flag]: value for flag, value in given.items() if value is not None}
 
@@ -100,7 +108,7 @@ def resolve_target(profile: str | None, overrides: TargetOverrides, *,
         values = _profile_values(profile, root, environ)
     else:
         values = {k.upper(): v for k, v in environ.items() if k.upper().startswith(ENV_PREFIX)}
-    source_type = values.get("QR_ENTROPY_SOURCE_TYPE", "system")
+    source_type = values.get("QR_ENTROPY_SOURCE_TYPE", setting_default("entropy_source_type"))
     if profile and source_type != "quantum_grpc":
         notes.append(f"profile {profile!r} uses QR_ENTROPY_SOURCE_TYPE={source_type}, not "
                      "quantum_grpc: the sampler does not call this server; probing its "
@@ -141,8 +149,13 @@ def resolve_target(profile: str | None, overrides: TargetOverrides, *,
         rate_limit_per_min=settings.grpc_rate_limit_per_min,
         daily_byte_budget=settings.grpc_daily_byte_budget,
         profile=profile or "",
+        quota_state_dir=settings.quota_state_dir,
     )
     return ResolvedTarget(target, tuple(notes))
+
+
+def _text(value: int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _profile_values(profile: str, root: str | None, environ: Mapping[str, str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ Exit codes (the first failed stage decides; ``--strict`` turns a randomness warn
     6  method/shape: method not implemented, wrong message shape, wrong reply length
     7  streaming: the stream method fails in the profile's streaming mode
     8  randomness warning, escalated by --strict
+    9  quota: the server answered RESOURCE_EXHAUSTED (its rate limit or quota is used up)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import SecretStr
+
+from qr_sampler.settings import setting_default as _default
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 Mode = Literal["unary", "server_streaming", "bidi_streaming"]
@@ -37,6 +40,7 @@ EXIT_AUTH = 5
 EXIT_METHOD = 6
 EXIT_STREAMING = 7
 EXIT_RANDOMNESS = 8
+EXIT_QUOTA = 9
 
 #: Exit code → what it means; the command's ``--help`` is rendered from this table.
 EXIT_CODES: dict[int, str] = {
@@ -49,6 +53,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_METHOD: "method/shape: method not implemented, wrong message shape or reply length",
     EXIT_STREAMING: "streaming: the stream fails in the profile's streaming mode",
     EXIT_RANDOMNESS: "randomness warning, escalated by --strict",
+    EXIT_QUOTA: "quota: the server answered RESOURCE_EXHAUSTED (rate limit or quota used up)",
 }
 
 MASK = "****"
@@ -58,11 +63,11 @@ MASK = "****"
 class TlsOptions:
     """TLS settings of the channel; file paths are PEM files, '' = not set."""
 
-    enabled: bool = False
-    ca_cert: str = ""
-    server_name: str = ""
-    client_cert: str = ""
-    client_key: str = ""
+    enabled: bool = _default("grpc_tls")
+    ca_cert: str = _default("grpc_tls_ca_cert")
+    server_name: str = _default("grpc_tls_server_name")
+    client_cert: str = _default("grpc_tls_client_cert")
+    client_key: str = _default("grpc_tls_client_key")
 
 
 @dataclass(frozen=True)
@@ -75,21 +80,26 @@ class ProbeTarget:
     header names are lowercase.
     """
 
+    # Defaults are the sampler schema's (one source of defaults; a test pins them): a changed
+    # default cannot drift between the plugin, its gRPC client and the probe.
     address: str
-    mode: Mode = "unary"
-    method_path: str = "/qr_entropy.EntropyService/GetEntropy"
-    stream_method_path: str = "/qr_entropy.EntropyService/StreamEntropy"
-    api_key: SecretStr = field(default_factory=lambda: SecretStr(""))
-    api_key_header: str = "api-key"
+    mode: Mode = _default("grpc_mode")  # noqa: RUF009 - a str, read once from the schema
+    method_path: str = _default("grpc_method_path")
+    stream_method_path: str = _default("grpc_stream_method_path")
+    api_key: SecretStr = field(default_factory=lambda: _default("grpc_api_key"))
+    api_key_header: str = _default("grpc_api_key_header")
     extra_headers: tuple[tuple[str, SecretStr], ...] = ()
     tls: TlsOptions = field(default_factory=TlsOptions)
-    connect_timeout_s: float = 5.0
-    rpc_timeout_s: float = 5.0
-    sample_count: int = 20480
-    max_bytes_per_request: int = 0
-    rate_limit_per_min: int = 0
-    daily_byte_budget: int = 0
+    #: A connection gets as long as one call (QR_GRPC_TIMEOUT_MS).
+    connect_timeout_s: float = _default("grpc_timeout_ms") / 1000
+    rpc_timeout_s: float = _default("grpc_timeout_ms") / 1000
+    sample_count: int = _default("sample_count")
+    max_bytes_per_request: int = _default("grpc_max_bytes_per_request")
+    rate_limit_per_min: int = _default("grpc_rate_limit_per_min")
+    daily_byte_budget: int = _default("grpc_daily_byte_budget")
     profile: str = ""
+    #: QR_QUOTA_STATE_DIR: where the host's shared quota state lives ('' = the default).
+    quota_state_dir: str = _default("quota_state_dir")
 
     @property
     def has_key(self) -> bool:
@@ -144,13 +154,15 @@ class ProbeTarget:
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """How hard to probe. ``total`` fetches of ``sample_count`` bytes at ``concurrency``."""
+    """How hard to probe. ``total`` fetches of ``sample_count`` bytes at ``concurrency``;
+    ``calls`` caps every RPC of the run (None = no cap beyond the profile's limits)."""
 
     limits: bool = False
     total: int = 50
     concurrency: int = 1
     warmup: int = 2
     strict: bool = False
+    calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -193,13 +205,19 @@ class ProbeReport:
     strict: bool = False
     notes: tuple[str, ...] = ()
     budget: dict[str, Any] = field(default_factory=dict)
+    #: The server's RESOURCE_EXHAUSTED details, when it refused a call for its quota.
+    quota_refused: str = ""
 
     @property
     def exit_code(self) -> int:
-        """The first failed stage's code; else 8 for a randomness warning under ``strict``."""
+        """The first failed stage's code; else 9 when the server refused a call for its quota
+        (the stages after it were cut short); else 8 for a randomness warning under
+        ``strict``."""
         for stage in self.stages:
             if stage.status == "fail":
                 return stage.exit_code or EXIT_FAILED
+        if self.quota_refused:
+            return EXIT_QUOTA
         if self.strict and any(s.name == "randomness" and s.status == "warn" for s in self.stages):
             return EXIT_RANDOMNESS
         return EXIT_OK
@@ -225,6 +243,7 @@ class ProbeReport:
             "bytes_received": self.bytes_received,
             "duration_s": round(self.duration_s, 6),
             "call_budget": self.budget,
+            "quota_refused": self.quota_refused,
             "notes": list(self.notes),
             "stages": [s.to_dict() for s in self.stages],
         }

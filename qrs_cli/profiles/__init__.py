@@ -11,6 +11,8 @@ that the commands render as text or JSON. Modules, one job each:
 - ``sources``: a profile's layered values and their origins.
 - ``validate`` / ``secrets_check`` / ``compose``: findings, from the schema to ``compose config``.
 - ``shipped``: the profiles committed in ``deployments/``.
+- ``project``: ``qrs init`` — a project folder from the package's copy of ``deployments/``.
+- ``secrets_file``: one secret into a profile's ``secrets.env``, nothing else touched.
 """
 
 from __future__ import annotations

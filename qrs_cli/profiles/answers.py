@@ -145,11 +145,18 @@ class ProfileAnswers:
         )
 
     def with_entropy_server(self, enabled: bool) -> ProfileAnswers:
-        """A copy with (or without) the co-located reference server and its gRPC defaults."""
+        """A copy with (or without) the co-located reference server and its gRPC defaults.
+
+        Turning the server off also drops the source and address that pointed at it (they were
+        its consequence, and would name a server that no longer starts); an address the user
+        chose for another server is kept.
+        """
         answers = replace(self, entropy_server=enabled)
         if enabled:
             answers = answers.set_key(SOURCE_KEY, GRPC_SOURCE)
             answers = answers.set_key("QR_GRPC_SERVER_ADDRESS", ENTROPY_SERVER_ADDRESS)
+        elif self.sampler.get("QR_GRPC_SERVER_ADDRESS") == ENTROPY_SERVER_ADDRESS:
+            answers = answers.without("QR_GRPC_SERVER_ADDRESS").without(SOURCE_KEY)
         return answers
 
     def completed(self) -> ProfileAnswers:

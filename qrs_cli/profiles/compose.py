@@ -25,7 +25,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from qrs_cli.profiles.discovery import ENV_FILE, OVERRIDE_FILE, SECRETS_FILE, ProjectLayout
+from qrs_cli.profiles.discovery import (
+    API_KEY_COMPOSE,
+    ENV_FILE,
+    OVERRIDE_FILE,
+    SECRETS_FILE,
+    ProjectLayout,
+)
 from qrs_cli.profiles.types import Finding
 
 COMPOSE_BIN_VAR = "QRS_COMPOSE_BIN"
@@ -105,10 +111,15 @@ def compose_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
 
 
-def compose_files(layout: ProjectLayout, folder: Path) -> list[Path]:
-    """Base file, then the profile's override when it has one (Compose's merge order)."""
+def compose_files(layout: ProjectLayout, folder: Path, *, api_key: bool = False) -> list[Path]:
+    """Base file, the API-key file when the profile has a key (``api_key``), then the
+    profile's override when it has one (Compose's merge order)."""
     override = folder / OVERRIDE_FILE
-    return [layout.base_compose, *([override] if override.is_file() else [])]
+    key_file = layout.deployments / API_KEY_COMPOSE
+    files = [layout.base_compose]
+    if api_key and key_file.is_file():
+        files.append(key_file)
+    return [*files, *([override] if override.is_file() else [])]
 
 
 def env_files(folder: Path) -> list[Path]:
@@ -117,10 +128,12 @@ def env_files(folder: Path) -> list[Path]:
     return [folder / ENV_FILE, *([secrets] if secrets.is_file() else [])]
 
 
-def compose_argv(tool: ComposeTool, layout: ProjectLayout, folder: Path) -> list[str]:
+def compose_argv(
+    tool: ComposeTool, layout: ProjectLayout, folder: Path, *, api_key: bool = False
+) -> list[str]:
     """The ``config --quiet`` command line for a profile (also shown in hints)."""
     argv = [*tool.argv, "--project-directory", str(layout.deployments)]
-    for f in compose_files(layout, folder):
+    for f in compose_files(layout, folder, api_key=api_key):
         argv += ["-f", str(f)]
     for f in env_files(folder):
         argv += ["--env-file", str(f)]
@@ -128,9 +141,10 @@ def compose_argv(tool: ComposeTool, layout: ProjectLayout, folder: Path) -> list
 
 
 def check_compose(
-    layout: ProjectLayout, folder: Path, secrets: Iterable[str]
+    layout: ProjectLayout, folder: Path, secrets: Iterable[str], *, api_key: bool = False
 ) -> tuple[list[Finding], str]:
-    """Findings for the profile's Compose files, and a label saying what checked them."""
+    """Findings for the profile's Compose files (with the API-key file when ``api_key``, as a
+    launch would use them), and a label saying what checked them."""
     if not layout.base_compose.is_file():
         base = layout.relative(layout.base_compose)
         return [
@@ -142,14 +156,14 @@ def check_compose(
                 hint="restore it from the qr-sampler repository",
             )
         ], "none"
-    findings = yaml_findings(layout, compose_files(layout, folder))
+    findings = yaml_findings(layout, compose_files(layout, folder, api_key=api_key))
     tool = find_compose()
     if findings:
         return findings, tool.label if tool else "YAML parser"
     if tool is None:
-        return _structural(layout, folder), "compose-spec schema (structural only)"
+        return _structural(layout, folder, api_key), "compose-spec schema (structural only)"
     env = compose_env()
-    argv = compose_argv(tool, layout, folder)
+    argv = compose_argv(tool, layout, folder, api_key=api_key)
     try:
         proc = subprocess.run(
             argv, check=False, capture_output=True, text=True, timeout=_TIMEOUT_S, env=env
@@ -197,7 +211,7 @@ def yaml_findings(layout: ProjectLayout, paths: list[Path]) -> list[Finding]:
     findings = []
     for path in paths:
         try:
-            yaml.safe_load(path.read_text(encoding="utf-8"))
+            yaml.safe_load(path.read_text(encoding="utf-8-sig"))
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             findings.append(
@@ -224,7 +238,7 @@ def yaml_findings(layout: ProjectLayout, paths: list[Path]) -> list[Finding]:
     return findings
 
 
-def _structural(layout: ProjectLayout, folder: Path) -> list[Finding]:
+def _structural(layout: ProjectLayout, folder: Path, api_key: bool) -> list[Finding]:
     """Without Compose: each file against the compose-spec schema, plus depends_on targets."""
     try:
         import jsonschema
@@ -253,8 +267,8 @@ def _structural(layout: ProjectLayout, folder: Path) -> list[Finding]:
         )
     ]
     services: dict[str, Any] = {}
-    for path in compose_files(layout, folder):
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for path in compose_files(layout, folder, api_key=api_key):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
         for err in validator.iter_errors(doc):
             where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
             findings.append(

@@ -17,6 +17,8 @@ from qrs_cli.profiles.errors import ProfileError
 
 DEPLOYMENTS = "deployments"
 BASE_COMPOSE = "compose.yaml"
+#: Added to the base stack when a profile has an API key (the key as a Compose secret).
+API_KEY_COMPOSE = "compose.api-key.yaml"
 OVERRIDE_FILE = "compose.override.yaml"
 ENV_FILE = ".env"
 SECRETS_FILE = "secrets.env"
@@ -61,7 +63,8 @@ def find_project(explicit: str | Path | None = None, start: Path | None = None) 
             return ProjectLayout(path.parent)
         raise ProfileError(
             f"no {DEPLOYMENTS}/ folder in {path}",
-            "point --root (or QRS_ROOT) at a qr-sampler checkout or its deployments/ folder",
+            f"make a project there with `qrs init {path}`, or point --root (or QRS_ROOT) at "
+            "a qr-sampler project or its deployments/ folder",
         )
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
@@ -69,7 +72,20 @@ def find_project(explicit: str | Path | None = None, start: Path | None = None) 
             return ProjectLayout(folder)
     raise ProfileError(
         f"no {DEPLOYMENTS}/{BASE_COMPOSE} in {here} or any parent folder",
-        "run qrs inside a qr-sampler checkout, or pass --root DIR (or set QRS_ROOT)",
+        "make a project here with `qrs init` (or `qrs init DIR`), or run qrs inside one "
+        "(a qr-sampler checkout, or a folder made by qrs init), or pass --root DIR",
+    )
+
+
+def require_base_stack(layout: ProjectLayout) -> None:
+    """ProfileError unless the project has its base stack: a profile without it cannot
+    validate or launch, so nothing should be written there yet."""
+    if layout.base_compose.is_file():
+        return
+    raise ProfileError(
+        f"{layout.relative(layout.base_compose)} (the base stack) is missing in {layout.root}",
+        f"run `qrs init {layout.root}` first: it adds the base stack and the shipped profiles "
+        "(it never overwrites a file)",
     )
 
 

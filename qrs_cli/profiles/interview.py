@@ -66,7 +66,7 @@ def _api_key(
     answers = answers.answer(question, _ask_valid(asker, question, answers.value(question)))
     if API_KEY_QUESTION in answered or answers.api_key is not None:
         return answers
-    key = asker.secret("API key (hidden; press Enter to add it later to secrets.env)")
+    key = asker.secret("API key (hidden; Enter to skip: `qrs profile set-key` adds it later)")
     return replace(answers, api_key=SecretStr(key)) if key else answers
 
 

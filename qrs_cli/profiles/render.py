@@ -194,6 +194,8 @@ def _sampler_groups(answers: ProfileAnswers) -> list[tuple[str, list[_EnvLine]]]
             title = "Circuit breaker of the gRPC client"
         else:
             title = "Amplification, sampling, diagnostics" if seen_grpc else "Entropy source"
+        if groups and groups[-1][0] != title and any(t == title for t, _ in groups):
+            title = f"{title}, continued"  # a later schema section of the same family
         if not groups or groups[-1][0] != title:
             groups.append((title, []))
         default = spec.default if spec.default != "" else "empty"

@@ -1,10 +1,12 @@
 """Findings about secrets: where they sit, whether git would publish them, who can read them.
 
-Profiles are meant to be committed, their ``secrets.env`` never. These checks warn (they do not
-fail validation) when a secret value sits in a committed file, when the secrets file is tracked
-or not ignored by git, or when other users can read it. Git is asked through ``git ls-files`` and
-``git check-ignore``; outside a repository (or without git) those two checks are skipped.
-No message ever contains a secret value.
+Profiles are meant to be committed, their ``secrets.env`` never. A secret in a file git tracks
+is an error (it is published with the next push, if not already): a secret line in a tracked
+``.env``, a configured secret value in any other tracked file of the profile, a tracked
+``secrets.env``. Warnings (validation still passes): a secret in a ``.env`` that git does not
+track yet, a secrets file git would not ignore, one other users can read. Git is asked through
+``git ls-files`` and ``git check-ignore``; outside a repository (or without git) those checks
+are skipped. No message ever contains a secret value.
 """
 
 from __future__ import annotations
@@ -46,14 +48,21 @@ def _inline_secrets(
     layout: ProjectLayout, sources: ProfileSources, tracked: set[Path] | None
 ) -> list[Finding]:
     env_path = sources.env.path
-    state = "tracked by git" if tracked and env_path in tracked else "meant to be committed"
+    is_tracked = bool(tracked and env_path in tracked)
+    state = "tracked by git" if is_tracked else "meant to be committed"
     secrets_rel = layout.relative(sources.folder / SECRETS_FILE)
+    move = (f"`qrs profile set-key {sources.name} --stdin` stores the API key in {secrets_rel} "
+            "(git-ignored, mode 0600); then delete the line here")
+    if is_tracked:
+        move += " and remove the key from git history (and rotate it: it may be published)"
     return [
         Finding(
-            "warning",
+            "error" if is_tracked else "warning",
             "secrets",
             f"{normalize_key(e.key)} holds a secret in .env ({state})",
-            hint=f"move it to {secrets_rel} (git-ignored, mode 0600) or the environment",
+            hint=move if normalize_key(e.key) == "QR_GRPC_API_KEY" else
+            f"move it to {secrets_rel} (git-ignored, mode 0600) or the environment"
+            + (" and rotate it: it may be published" if is_tracked else ""),
             key=normalize_key(e.key),
             file=layout.relative(env_path),
             line=e.line,
@@ -80,7 +89,7 @@ def _leaked_values(
         if any(v in text for v in values):
             findings.append(
                 Finding(
-                    "warning",
+                    "error",
                     "secrets",
                     "a configured secret value appears in a file tracked by git",
                     hint="remove it from the file (and from git history); keep it in "
@@ -102,7 +111,7 @@ def _secrets_file(
     if tracked is not None and path in tracked:
         findings.append(
             Finding(
-                "warning",
+                "error",
                 "secrets",
                 f"{SECRETS_FILE} is tracked by git",
                 file=rel,

@@ -69,7 +69,7 @@ class ProfileSources:
         """The override defines the reference ``entropy-server`` service (as rendered: a
         two-space key under ``services:``; an override can exist for other reasons too)."""
         try:
-            text = (self.folder / OVERRIDE_FILE).read_text(encoding="utf-8")
+            text = (self.folder / OVERRIDE_FILE).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError):
             return False
         return re.search(r"(?m)^  entropy-server:\s*$", text) is not None
@@ -134,7 +134,9 @@ def read_env_lenient(path: Path) -> EnvFileContent:
     if not path.is_file():
         return EnvFileContent(path=path, exists=False)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows start files with a byte order mark; Compose ignores it,
+        # so must we (it would otherwise glue itself to the first key).
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         return EnvFileContent(path=path, exists=True, bad_lines=((0, f"cannot read: {reason}"),))
@@ -179,7 +181,7 @@ def require_readable(sources: ProfileSources) -> None:
     if not sources.env.exists:
         raise ProfileError(
             f"profile {sources.name!r} has no {ENV_FILE} file",
-            f"recreate it with `qrs profile new {sources.name} --force`",
+            f"recreate it with `qrs profile new {sources.name} --force --yes`",
         )
 
 

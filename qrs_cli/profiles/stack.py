@@ -1,10 +1,13 @@
 """The stack settings: what Compose and ``qrs`` need that is not a sampler setting.
 
 The sampler's ``QR_*`` keys live only in :mod:`qr_sampler.settings`. The keys here (model, ports,
-images, runtime) are read by Docker Compose when it interpolates ``deployments/compose.yaml`` and
-by ``qrs``; they sit in the same profile ``.env`` file, and their descriptions become that file's
-comments exactly as the sampler schema's do. ``deployments/compose.yaml`` repeats each default
-after ``:-`` so the base stack also runs without a profile; a test keeps the two in step.
+images, runtime, parallel sizes, further vLLM flags) are read by Docker Compose when it
+interpolates ``deployments/compose.yaml`` and by ``qrs``; they sit in the same profile ``.env``
+file, and their descriptions become that file's comments exactly as the sampler schema's do.
+``deployments/compose.yaml`` repeats each default after ``:-`` so the base stack also runs
+without a profile; a test keeps the two in step. Each key is checked alone here; the rules
+across the parallel keys, and the vLLM flags they become, live in
+:mod:`qrs_cli.profiles.parallel`.
 
 Names avoid the ``VLLM_`` prefix (vLLM warns about unknown ``VLLM_*`` variables) except
 ``VLLM_PORT``, which the issue fixes and ``Dockerfile.vllm`` unsets inside the container (vLLM
@@ -70,6 +73,53 @@ class StackSettings(BaseModel):
         "Host address the API port is published on; 0.0.0.0 exposes it to your network.",
     )
     gpu_count: str = _stack("QRS_GPU_COUNT", "all", "GPUs reserved for vLLM: all, or a number.")
+    # --- parallel vLLM (issue 10): one model replica = TP × PP GPUs, DP replicas ---
+    tensor_parallel_size: int = _stack(
+        "QRS_TENSOR_PARALLEL_SIZE",
+        1,
+        "GPUs one model replica is split across (vLLM --tensor-parallel-size); entropy is "
+        "drawn once per replica, not once per GPU.",
+        ge=1,
+        le=1024,
+    )
+    pipeline_parallel_size: int = _stack(
+        "QRS_PIPELINE_PARALLEL_SIZE",
+        1,
+        "Pipeline stages of one replica (--pipeline-parallel-size); a replica uses TP × PP GPUs.",
+        ge=1,
+        le=1024,
+    )
+    data_parallel_size: int = _stack(
+        "QRS_DATA_PARALLEL_SIZE",
+        1,
+        "Independent model replicas (--data-parallel-size; pod replicas on Kubernetes); each "
+        "draws its own entropy.",
+        ge=1,
+        le=1024,
+    )
+    max_model_len: str = _stack(
+        "QRS_MAX_MODEL_LEN",
+        "",
+        "Context length in tokens (--max-model-len); empty = the model's own (512 on CPU).",
+    )
+    gpu_memory_utilization: str = _stack(
+        "QRS_GPU_MEMORY_UTILIZATION",
+        "",
+        "Share of each GPU's memory vLLM may use, above 0 and at most 1 "
+        "(--gpu-memory-utilization); empty = vLLM's default.",
+    )
+    vllm_args: str = _stack(
+        "QRS_VLLM_ARGS",
+        "",
+        "Further vLLM flags, split like a shell line, e.g. --enforce-eager --max-num-seqs 64 "
+        "(the flags of the keys above are set by those keys).",
+    )
+    gpus_per_node: str = _stack(
+        "QRS_GPUS_PER_NODE",
+        "",
+        "GPUs of one cluster node, for `qrs render k8s`: a replica needing more (TP × PP) spans "
+        "nodes with Ray; empty = one node holds a replica.",
+    )
     hf_cache_dir: str = _stack(
         "HF_CACHE_DIR",
         "",
@@ -126,6 +176,42 @@ class StackSettings(BaseModel):
     def _gpus(cls, value: str) -> str:
         if value != "all" and not (value.isdigit() and int(value) > 0):
             raise ValueError("must be all or a whole number ≥ 1")
+        return value
+
+    @field_validator("max_model_len", "gpus_per_node")
+    @classmethod
+    def _optional_count(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (value.isdigit() and int(value) > 0):
+            raise ValueError("must be empty or a whole number ≥ 1")
+        return value
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _memory_share(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not 0.0 < share <= 1.0:  # also rejects nan and inf
+            raise ValueError("must be empty or a number above 0 and at most 1, e.g. 0.85")
+        return value
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _shell_words(cls, value: str) -> str:
+        import shlex
+
+        try:
+            shlex.split(value)
+        except ValueError as exc:  # "No closing quotation", "No escaped character"
+            raise ValueError(
+                f"cannot be split like a shell line ({str(exc).lower()}): close every quote, "
+                "e.g. --served-model-name 'my model'"
+            ) from None
         return value
 
     @field_validator("vllm_base_image", "vllm_image", "entropy_server_image")

@@ -10,6 +10,7 @@ Errors make the profile invalid; warnings do not (``--strict`` counts them too).
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Mapping
 
 from qr_sampler.errors import SettingsError
@@ -17,9 +18,15 @@ from qr_sampler.settings import ENV_PREFIX, Settings, settings_from_mapping, unk
 from qrs_cli.profiles.answers import GRPC_SOURCE, HEADER_KEY
 from qrs_cli.profiles.compose import check_compose, redact
 from qrs_cli.profiles.discovery import ENV_FILE, SECRETS_FILE, ProjectLayout
+from qrs_cli.profiles.parallel import parallel_problems
 from qrs_cli.profiles.secrets_check import secret_findings
 from qrs_cli.profiles.sources import EnvFileContent, ProfileSources, load_sources
-from qrs_cli.profiles.stack import ENTROPY_SERVER_ADDRESS, stack_from_mapping, stack_keys
+from qrs_cli.profiles.stack import (
+    ENTROPY_SERVER_ADDRESS,
+    StackSettings,
+    stack_from_mapping,
+    stack_keys,
+)
 from qrs_cli.profiles.types import Finding, ValidationReport
 
 _SCHEMA_HINT = "the comment above the key says what it accepts; `qrs settings` lists every key"
@@ -41,7 +48,10 @@ def validate_profile(
     findings += secret_findings(layout, sources)
     checker = "skipped (no .env)"
     if sources.env.exists:
-        compose_found, checker = check_compose(layout, sources.folder, sources.secret_values())
+        has_key = bool(sources.merged().get("QR_GRPC_API_KEY"))
+        compose_found, checker = check_compose(
+            layout, sources.folder, sources.secret_values(), api_key=has_key
+        )
         findings += compose_found
     secrets = sources.secret_values()
     clean = tuple(
@@ -67,7 +77,7 @@ def _file_findings(layout: ProjectLayout, sources: ProfileSources) -> list[Findi
                 "error",
                 "files",
                 f"the profile has no {ENV_FILE} file",
-                hint=f"recreate it with `qrs profile new {sources.name} --force`",
+                hint=f"recreate it with `qrs profile new {sources.name} --force --yes`",
                 file=layout.relative(sources.env.path),
             )
         )
@@ -196,7 +206,7 @@ def _stack_findings(layout: ProjectLayout, sources: ProfileSources) -> list[Find
     merged = sources.merged()
     findings = []
     try:
-        stack_from_mapping(merged)
+        findings += _parallel_findings(layout, sources, stack_from_mapping(merged))
     except SettingsError as exc:
         for p in exc.problems:
             file, line = sources.where(p.key)
@@ -230,6 +240,27 @@ def _stack_findings(layout: ProjectLayout, sources: ProfileSources) -> list[Find
     return findings
 
 
+def _parallel_findings(
+    layout: ProjectLayout, sources: ProfileSources, stack: StackSettings
+) -> list[Finding]:
+    """TP × PP × DP against the GPUs, and flags in QRS_VLLM_ARGS that a key manages."""
+    findings = []
+    for problem in parallel_problems(stack):
+        file, line = sources.where(problem.key)
+        findings.append(
+            Finding(
+                problem.severity,
+                "parallel",
+                problem.message,
+                hint=problem.hint,
+                key=problem.key,
+                file=_rel(layout, file),
+                line=line,
+            )
+        )
+    return findings
+
+
 def _profile_rules(layout: ProjectLayout, sources: ProfileSources, s: Settings) -> list[Finding]:
     """Rules about the profile as a whole, beyond the schema's cross-field rules."""
     merged = sources.merged()
@@ -244,8 +275,9 @@ def _profile_rules(layout: ProjectLayout, sources: ProfileSources, s: Settings) 
                 "api-key",
                 f"no API key: the server expects one in the '{s.grpc_api_key_header}' header",
                 key="QR_GRPC_API_KEY",
-                hint=f"put QR_GRPC_API_KEY=<key> in {secrets_rel} (git-ignored, chmod 600) "
-                f"or export QR_GRPC_API_KEY; see {layout.relative(sources.folder)}/README.md",
+                hint=f"`qrs profile set-key {sources.name} --stdin` puts QR_GRPC_API_KEY=<key> "
+                f"in {secrets_rel} (git-ignored, mode 0600) and changes nothing else; or "
+                "export QR_GRPC_API_KEY",
             )
         )
     runtime = merged.get("QRS_RUNTIME", "compose")
@@ -276,7 +308,36 @@ def _profile_rules(layout: ProjectLayout, sources: ProfileSources, s: Settings) 
         )
     if grpc:
         findings += _budget_rules(s, env_rel)
+    findings += _exposure_rules(layout, sources, env_rel)
     return findings
+
+
+def _exposure_rules(layout: ProjectLayout, sources: ProfileSources, env_rel: str) -> list[Finding]:
+    """vLLM's OpenAI API has no authentication of its own: publishing it beyond loopback
+    lets anyone who reaches the port generate text (and spend the entropy quota)."""
+    bind = sources.merged().get("QRS_BIND_ADDRESS", "127.0.0.1").strip() or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        return []  # the stack schema reports a malformed address
+    if address.is_loopback:
+        return []
+    file, line = sources.where("QRS_BIND_ADDRESS")
+    reach = "every network of this host" if address.is_unspecified else f"{bind}'s network"
+    return [
+        Finding(
+            "warning",
+            "exposure",
+            f"QRS_BIND_ADDRESS={bind} publishes vLLM's API, which has no authentication, to "
+            f"{reach}",
+            key="QRS_BIND_ADDRESS",
+            file=_rel(layout, file) or env_rel,
+            line=line,
+            hint="keep QRS_BIND_ADDRESS=127.0.0.1 and put an authenticating reverse proxy (or "
+            "an SSH tunnel) in front of it; if it must listen there, firewall the port to "
+            "trusted hosts",
+        )
+    ]
 
 
 def _budget_rules(s: Settings, env_rel: str) -> list[Finding]:

@@ -31,7 +31,9 @@ def refuse_existing(layout: ProjectLayout, name: str, *, force: bool) -> None:
     if folder.exists() and not force:
         raise ProfileError(
             f"profile {name!r} already exists in {layout.relative(folder)}",
-            "pass --force to overwrite it (its secrets.env is kept), or choose another name",
+            "pass --force to update it (values you do not give are kept, and the changes are "
+            "shown first), `qrs profile set-key NAME` to store only its API key, or choose "
+            "another name",
         )
 
 

@@ -29,6 +29,7 @@ from qrs_cli.runtime.control import (
     bring_up,
     log_source,
     plan_up,
+    require_known_profile,
     stack_status,
 )
 from qrs_cli.runtime.errors import LaunchError
@@ -65,6 +66,7 @@ __all__ = [
     "log_source",
     "plan_up",
     "profile_state_dir",
+    "require_known_profile",
     "stack_status",
     "state_root",
 ]

@@ -20,6 +20,7 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from qrs_cli.profiles.compose import (
@@ -29,6 +30,7 @@ from qrs_cli.profiles.compose import (
     env_files,
     find_compose,
 )
+from qrs_cli.profiles.parallel import single_host_problem, vllm_flags
 from qrs_cli.runtime import health
 from qrs_cli.runtime.errors import LaunchError
 from qrs_cli.runtime.native import ENTROPY_SERVICE, VLLM_SERVICE, client_host
@@ -74,14 +76,22 @@ def _scrubbed_env() -> tuple[str, ...]:
     return tuple(sorted(k for k in os.environ if k.startswith("COMPOSE_")))
 
 
-def plan_compose(target: StackTarget, tool: ComposeTool, services: tuple[str, ...],
+def plan_compose(target: StackTarget, tool: ComposeTool | None, services: tuple[str, ...],
                  timeout_s: float, build: bool = True) -> LaunchPlan:
     """The ``up`` command and the host-side readiness checks of a Compose launch."""
     layout, stack = target.layout, target.stack
+    problem = single_host_problem(stack)
+    if problem:
+        raise LaunchError(f"profile {target.profile!r}: {problem}",
+                          "lower the parallel sizes, or deploy it on Kubernetes with `qrs render "
+                          f"k8s {target.profile} --out DIR`")
     project = project_name(target.profile)
-    files = compose_files(layout, target.folder)
+    files = compose_files(layout, target.folder,
+                          api_key=bool(target.values.get("QR_GRPC_API_KEY")))
     envs = env_files(target.folder)
-    base = [*tool.argv, "-p", project, "--project-directory", str(layout.deployments)]
+    # No Compose here (a dry run on a machine without it): show the usual plugin command.
+    argv = tool.argv if tool is not None else ("docker", "compose")
+    base = [*argv, "-p", project, "--project-directory", str(layout.deployments)]
     for f in files:
         base += ["-f", str(f)]
     for f in envs:
@@ -105,11 +115,14 @@ def plan_compose(target: StackTarget, tool: ComposeTool, services: tuple[str, ..
     plan_files += [PlanFile("env file", str(f)) for f in envs]
     plan_files += [PlanFile("state", str(folder / STATE_FILE))]
     step = Step("compose up", tuple(up), unset=_scrubbed_env(), cwd=str(layout.deployments))
+    notes = () if tool is not None else (
+        "Docker Compose v2 was not found: a real launch stops here (pip install "
+        "'qr-sampler[compose]', or Docker's compose plugin; without Docker: --native)",)
     return LaunchPlan(
         profile=target.profile, runtime="compose", steps=(step,), checks=tuple(checks),
         files=tuple(plan_files), state_dir=str(folder), endpoint=endpoint,
         model=stack.hf_model if endpoint else "", project=project, services=services,
-        ports=tuple(ports))
+        ports=tuple(ports), vllm_flags=vllm_flags(stack) if endpoint else (), notes=notes)
 
 
 def run_up(plan: LaunchPlan, reporter: Reporter, deadline: float) -> None:
@@ -256,6 +269,34 @@ def service_logs(project: str, lines: int, service: str = "") -> list[str]:
     except LaunchError:
         return []
     return [ln for ln in proc.stdout.splitlines() if ln.strip()]
+
+
+#: Lines per service ``save_logs`` keeps when a stack goes down.
+SAVED_LOG_LINES = 5000
+
+
+def save_logs(project: str, folder: Path) -> list[Path]:
+    """Write each service's last lines to ``folder/<service>.log`` (before ``down`` removes the
+    containers and their logs). Best effort: Compose or the disk failing loses only these
+    copies, never stops ``down``."""
+    saved: list[Path] = []
+    for service in (ENTROPY_SERVICE, VLLM_SERVICE):
+        try:
+            argv = [*compose_tool().argv, "-p", project, "logs", "--no-color", "--no-log-prefix",
+                    "--tail", str(SAVED_LOG_LINES), service]
+            proc = _run(argv, timeout_s=30)
+        except LaunchError:
+            return saved
+        if proc.returncode != 0 or not proc.stdout.strip():
+            continue
+        path = folder / f"{service}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(proc.stdout, encoding="utf-8")
+        except OSError:
+            continue
+        saved.append(path)
+    return saved
 
 
 def logs_argv(project: str, *, tail: int, follow: bool, service: str) -> list[str]:

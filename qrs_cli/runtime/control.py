@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qrs_cli.errors import EXIT_USAGE
+from qrs_cli.profiles import compose as profile_compose
 from qrs_cli.runtime import compose, native, processes
 from qrs_cli.runtime.engine import (
     choose_model,
@@ -61,8 +62,13 @@ class UpOptions:
     build: bool = True
 
 
-def plan_up(profile: str, options: UpOptions) -> tuple[StackTarget, LaunchPlan]:
-    """Validate the profile and decide every command; runs nothing."""
+def plan_up(profile: str, options: UpOptions, *,
+            require_tools: bool = True) -> tuple[StackTarget, LaunchPlan]:
+    """Validate the profile and decide every command; runs nothing.
+
+    ``require_tools=False`` (``--dry-run``) plans even when Compose is missing, with a note
+    saying a real launch would stop there.
+    """
     if options.timeout_s <= 0:
         raise LaunchError("--timeout must be > 0 seconds", "e.g. --timeout 600", EXIT_USAGE)
     target = resolve_target(profile, root=options.root, runtime=options.runtime)
@@ -88,8 +94,9 @@ def plan_up(profile: str, options: UpOptions) -> tuple[StackTarget, LaunchPlan]:
                           f"service of profile {profile!r}",
                           "services: vllm" + (", entropy-server" if target.co_located else ""),
                           EXIT_USAGE)
-    plan = compose.plan_compose(target, compose.compose_tool(), options.services,
-                                options.timeout_s, options.build)
+    tool = compose.compose_tool() if require_tools else profile_compose.find_compose()
+    plan = compose.plan_compose(target, tool, options.services, options.timeout_s,
+                                options.build)
     return target, plan
 
 
@@ -203,6 +210,9 @@ def bring_down(profile: str, grace_s: float = native.STOP_GRACE_S) -> DownResult
             raise LaunchError(f"processes still running after SIGKILL: {pids}",
                               "they may belong to another user; check with `ps -o pid,user,cmd`")
         return DownResult(profile, "native", stopped)
+    # Compose deletes the containers' logs with the containers: keep the last lines beside
+    # the state, where `qrs logs` finds them after the stack is gone.
+    compose.save_logs(state.project, state.state_dir)
     lines = compose.down(state.project)
     remove_state(profile)
     removed = tuple(ln.split()[1] for ln in lines
@@ -233,14 +243,27 @@ def stack_status(profile: str | None = None) -> list[StackStatus]:
 
 @dataclass(frozen=True)
 class LogSource:
-    """Where ``qrs logs`` reads: the native runtime's files, or Compose's ``logs`` command."""
+    """Where ``qrs logs`` reads: the native runtime's files, Compose's ``logs`` command, or —
+    once the stack is gone (``state`` None) — the log files its last run left behind."""
 
-    state: StackState
+    state: StackState | None
     files: tuple[tuple[str, Path], ...] = ()
     argv: tuple[str, ...] = ()
 
+    @property
+    def stopped(self) -> bool:
+        """The stack no longer runs: these are the logs of its last run."""
+        return self.state is None
+
     def alive(self) -> bool:
+        if self.state is None:
+            return False
         return any(processes.is_running(p) for p in self.state.processes)
+
+
+#: Log files a stack leaves in its state folder (native runs write them; ``qrs down`` saves
+#: Compose's there), in the order they are shown.
+LOG_SERVICES = (native.ENTROPY_SERVICE, native.VLLM_SERVICE)
 
 
 def log_source(profile: str, *, service: str = "", tail: int = 50,
@@ -248,8 +271,7 @@ def log_source(profile: str, *, service: str = "", tail: int = 50,
     """The logs of ``profile``'s stack, for one service or all; LaunchError if none."""
     state = read_state(profile)
     if state is None:
-        raise LaunchError(f"profile {profile!r} is not running (no state in "
-                          f"{_state_dir(profile)})", f"start it with `qrs up {profile}`")
+        return _last_run_logs(profile, service)
     if state.runtime == "compose":
         if service and service not in (native.VLLM_SERVICE, native.ENTROPY_SERVICE):
             raise LaunchError(f"--service {service} is not a service of the stack",
@@ -266,7 +288,52 @@ def log_source(profile: str, *, service: str = "", tail: int = 50,
     return LogSource(state, files=files)
 
 
-def _state_dir(profile: str) -> str:
+def require_known_profile(profile: str, root: str | None = None) -> None:
+    """LaunchError (exit 2, with a did-you-mean) unless ``profile`` is a profile of the project
+    or a stack ``qrs up`` started: ``status``, ``down`` and ``logs`` of a misspelt name must not
+    answer "not running" (or "nothing to stop") as if the name were right."""
+    import difflib
+
+    from qrs_cli.profiles.discovery import find_project, profile_names
+    from qrs_cli.profiles.errors import ProfileError
+    from qrs_cli.runtime.state import profile_state_dir, state_root
+
+    profile_state_dir(profile)  # a path-like name is a usage error of its own
+    known = set(known_profiles())
+    root_dir = state_root()
+    if root_dir.is_dir():
+        known |= {p.name for p in root_dir.iterdir()
+                  if any((p / f"{name}.log").is_file() for name in LOG_SERVICES)}
+    where = "not a stack qrs started, and no project here to look in"
+    try:
+        layout = find_project(root)
+    except ProfileError:
+        layout = None
+    if layout is not None:
+        known |= set(profile_names(layout, include_templates=True))
+        where = f"not in {layout.deployments}/ and not a stack qrs started"
+    if profile in known:
+        return
+    match = difflib.get_close_matches(profile, sorted(known), n=1, cutoff=0.6)
+    maybe = f" (did you mean {match[0]}?)" if match else ""
+    raise LaunchError(f"unknown profile {profile!r}: {where}{maybe}",
+                      "`qrs profile list` shows the profiles here, `qrs status` every stack qrs "
+                      "started; outside the project pass --root DIR", EXIT_USAGE)
+
+
+def _last_run_logs(profile: str, service: str) -> LogSource:
+    """The log files a stopped or crashed stack left; LaunchError when there are none."""
     from qrs_cli.runtime.state import profile_state_dir
 
-    return str(profile_state_dir(profile))
+    folder = profile_state_dir(profile)
+    if service and service not in LOG_SERVICES:
+        raise LaunchError(f"--service {service} is not a service of a qrs stack",
+                          f"services: {', '.join(LOG_SERVICES)}", EXIT_USAGE)
+    wanted = (service,) if service else LOG_SERVICES
+    files = tuple((name, folder / f"{name}.log") for name in wanted
+                  if (folder / f"{name}.log").is_file())
+    if not files:
+        raise LaunchError(f"profile {profile!r} is not running and left no logs in {folder}",
+                          f"start it with `qrs up {profile}`; its logs then stay there after "
+                          "it stops")
+    return LogSource(None, files=files)

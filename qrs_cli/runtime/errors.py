@@ -14,9 +14,9 @@ Messages never contain a secret: values of secret keys are masked before any tex
 
 from __future__ import annotations
 
-from qrs_cli.errors import EXIT_FAILED, CLIError
+from qrs_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CLIError
 
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_INTERRUPTED", "LaunchError"]
 
 
 class LaunchError(CLIError):

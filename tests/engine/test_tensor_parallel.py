@@ -152,3 +152,49 @@ def test_a_server_failure_mid_run_neither_hangs_nor_kills_the_engine(
     mine = [r for r in records if r["request_id"] == ok["id"] + "-0"]
     assert [r["token_id"] for r in mine] == ok["tokens"]
     assert all(r["fallback"] for r in mine)
+
+
+@pytest.fixture(scope="module")
+def dp_server(
+    tiny_model: Path,
+    tp_entropy: tuple[Any, CountingSwitch],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[VllmServer, CountingSwitch, Path]]:
+    server_obj, switch = tp_entropy
+    work = tmp_path_factory.mktemp("dp2")
+    diagnostics = work / "tokens.jsonl"
+    env = {
+        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
+        "QR_GRPC_SERVER_ADDRESS": server_obj.address,
+        "QR_SAMPLE_COUNT": "1024",
+        "QR_DIAGNOSTICS_PATH": str(diagnostics),
+        "QR_CB_MIN_TIMEOUT_MS": "2000",
+        "VLLM_CPU_OMP_THREADS_BIND": "0|1",
+    }
+    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log", "--data-parallel-size", "2")
+    try:
+        vllm.wait_ready()
+        yield vllm, switch, diagnostics
+    finally:
+        vllm.stop()
+
+
+def test_data_parallel_replicas_each_draw_for_their_own_requests(
+    dp_server: tuple[VllmServer, CountingSwitch, Path],
+) -> None:
+    """Two engine replicas (two engine-core processes), each its own drawer: every token of
+    every request has exactly one record, whichever replica served it."""
+    vllm, switch, diagnostics = dp_server
+    switch.set("urandom")
+    prompts = [f"Prompt number {i}" for i in range(6)]
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        results = list(pool.map(lambda p: _generate(vllm, p, max_tokens=6), prompts))
+    records = _token_records(diagnostics)
+    for result in results:
+        mine = sorted(
+            (r for r in records if r["request_id"] == result["id"] + "-0"),
+            key=lambda r: r["output_index"],
+        )
+        assert [r["output_index"] for r in mine] == list(range(6))
+        assert [r["token_id"] for r in mine] == result["tokens"]
+    assert all(r["source"] == "quantum_grpc" for r in records)

@@ -60,14 +60,22 @@ def start_server() -> Iterator[Callable[..., EntropyServer]]:
         server.stop(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_xdg_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quota state must never land in the real user's state folder."""
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+
+
 @pytest.fixture
-def make_source() -> Iterator[Callable[..., QuantumGrpcEntropySource]]:
+def make_source(tmp_path: Path) -> Iterator[Callable[..., QuantumGrpcEntropySource]]:
     """Build clients: ``make_source(address, clock=, wall_clock=, sleep=, **config)``.
 
     ``config`` are GrpcClientConfig fields; ``api_key`` may be a plain string here. Unless a
     test brings its own ``breaker``, the adaptive timeout's floor is 1 s instead of 5 ms: these
     tests share two cores with everything else, and a call that waits a few ms for a CPU must
-    not turn into a timeout (the breaker's own tests cover the adaptive timeout).
+    not turn into a timeout (the breaker's own tests cover the adaptive timeout). The quota
+    state goes to this test's own folder unless ``quota_state_dir`` is given; a fake ``clock``
+    also drives the quotas (``wall_clock``) unless a test gives that one separately.
     """
     sources: list[QuantumGrpcEntropySource] = []
 
@@ -76,6 +84,8 @@ def make_source() -> Iterator[Callable[..., QuantumGrpcEntropySource]]:
              sleep: Callable[[float], None] | None = None,
              **config: Any) -> QuantumGrpcEntropySource:
         config.setdefault("breaker", BreakerConfig(min_timeout_s=1.0))
+        config.setdefault("quota_state_dir", str(tmp_path / "quota"))
+        wall_clock = wall_clock if wall_clock is not None else clock
         if isinstance(config.get("api_key"), str):
             config["api_key"] = SecretStr(config["api_key"])
         injected: dict[str, Any] = {k: v for k, v in
