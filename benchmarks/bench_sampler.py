@@ -65,10 +65,14 @@ def _median_us(fn: Callable[[], object], iterations: int,
 
 # --- the baseline: numpy, one row at a time --------------------------------------------------
 
-def numpy_row_sampler(logits: np.ndarray, forced: np.ndarray) -> None:
-    """Choose and force every row of ``logits`` [B, V] one at a time (writes ``forced``)."""
+def numpy_row_sampler(logits: np.ndarray, forced: np.ndarray, pre_drawn: bytes = b"") -> None:
+    """Choose and force every row of ``logits`` [B, V] one at a time (writes ``forced``).
+
+    ``pre_drawn`` (optional) replaces ``os.urandom`` with bytes drawn beforehand."""
     for row in range(logits.shape[0]):
-        data = np.frombuffer(os.urandom(SAMPLE_COUNT), dtype=np.uint8)
+        raw = (pre_drawn[row * SAMPLE_COUNT : (row + 1) * SAMPLE_COUNT] if pre_drawn
+               else os.urandom(SAMPLE_COUNT))
+        data = np.frombuffer(raw, dtype=np.uint8)
         z = (data.mean() - 127.5) / (UNIFORM_BYTE_STD / math.sqrt(SAMPLE_COUNT))
         u = min(max(0.5 * math.erfc(-z / math.sqrt(2)), 1e-10), 1 - 1e-10)
         x = logits[row]
@@ -88,13 +92,18 @@ def numpy_row_sampler(logits: np.ndarray, forced: np.ndarray) -> None:
 
 # --- ours: the V1 processor as vLLM calls it -------------------------------------------------
 
-def _our_step(rows: int, vocab: int, sample_count: int, source: str,
-              device: torch.device) -> tuple[Callable[[torch.Tensor], Any], Callable[[], None]]:
-    """(apply, replace_one): our processor's apply, and a continuous-batching batch update."""
+def _our_step(rows: int, vocab: int, sample_count: int, source: str, device: torch.device,
+              provenance_dir: str = "") -> tuple[Callable[[torch.Tensor], Any], Callable[[], None]]:
+    """(apply, replace_one): our processor's apply, and a continuous-batching batch update.
+
+    ``provenance_dir``: write the hash-chained diagnostics file and the raw-byte archive there.
+    """
     os.environ.update({
         "QR_ENTROPY_SOURCE_TYPE": "system", "QR_SAMPLE_COUNT": str(sample_count),
         "QR_TOP_K": str(TOP_K), "QR_TOP_P": str(TOP_P), "QR_FIXED_TEMPERATURE": str(TEMPERATURE),
-        "QR_LOG_LEVEL": "none", "QR_DIAGNOSTICS_PATH": "", "QR_METRICS_PORT": "0",
+        "QR_LOG_LEVEL": "none", "QR_METRICS_PORT": "0",
+        "QR_DIAGNOSTICS_PATH": f"{provenance_dir}/diag.jsonl" if provenance_dir else "",
+        "QR_ENTROPY_ARCHIVE_PATH": f"{provenance_dir}/archive" if provenance_dir else "",
     })  # fmt: skip
     try:
         from vllm import SamplingParams
@@ -110,9 +119,9 @@ def _our_step(rows: int, vocab: int, sample_count: int, source: str,
     (proc,) = [p for p in procs.all if isinstance(p, QRSamplerV1Processor)]
     if source == "replay":
         proc.step.sampler.source = ReplaySource(rows * sample_count)
-        proc.step.sampler._fetcher = None  # noqa: SLF001 - pre-drawn bytes: nothing to overlap
-    proc.update_state(BatchUpdate(rows, [], [(i, SamplingParams(), [1, 2], []) for i in range(rows)],
-                                  []))
+        proc.step.sampler._fetcher = None
+    added = [(i, SamplingParams(), [1, 2], []) for i in range(rows)]
+    proc.update_state(BatchUpdate(rows, [], added, []))
     counter = [rows]
 
     def replace_one() -> None:
@@ -155,17 +164,21 @@ class ReplaySource(EntropySource):
         return EntropyBatch(data=self._data[: sum(counts)], counts=tuple(counts), source=self.name)
 
 
-def bench_full_step(rows: int, iterations: int, device: torch.device) -> dict[str, Any]:
+def bench_full_step(rows: int, iterations: int, device: torch.device,
+                    source: str = "system") -> dict[str, Any]:
+    """``source="replay"``: both sides read bytes drawn beforehand (randomness excluded)."""
     gen = torch.Generator().manual_seed(rows)
     pristine = (torch.randn(rows, VOCAB, generator=gen) * 3.0).to(device)
     work = pristine.clone()
-    apply, _ = _our_step(rows, VOCAB, SAMPLE_COUNT, "system", device)
+    apply, _ = _our_step(rows, VOCAB, SAMPLE_COUNT, source, device)
     ours = _median_us(lambda: apply(work), iterations, setup=lambda: work.copy_(pristine))
-    result: dict[str, Any] = {"rows": rows, "ours_us_per_token": ours / rows}
+    result: dict[str, Any] = {"rows": rows, "entropy": source, "ours_us_per_token": ours / rows}
     if device.type == "cpu":
         host = pristine.numpy()
         forced = host.copy()
-        base = _median_us(lambda: numpy_row_sampler(host, forced), max(iterations // 4, 5))
+        pre_drawn = os.urandom(rows * SAMPLE_COUNT) if source == "replay" else b""
+        base = _median_us(lambda: numpy_row_sampler(host, forced, pre_drawn),
+                          max(iterations // 4, 5))
         result["baseline"] = "numpy, one row at a time"
     else:
         vllm_sampler = _vllm_sampler(rows, device)
@@ -193,6 +206,40 @@ def _vllm_sampler(rows: int, device: torch.device) -> Callable[[torch.Tensor], A
         bad_words_token_ids={}, logitsprocs=None,  # type: ignore[arg-type]
     )  # fmt: skip
     return lambda logits: sampler(logits, meta)
+
+
+def bench_provenance(rows: int, steps: int) -> dict[str, Any]:
+    """Per-token cost with per-token hashes, the hash chain and the raw-byte archive on vs
+    off, same logits, same run. The records are written by a background thread: the time
+    counted is the whole run including the final flush, so a writer that falls behind shows."""
+    import tempfile
+
+    gen = torch.Generator().manual_seed(11)
+    pristine = torch.randn(rows, VOCAB, generator=gen) * 3.0
+    work = pristine.clone()
+    result: dict[str, Any] = {"rows": rows, "steps": steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, directory in (("off", ""), ("on", tmp)):
+            apply, _ = _our_step(rows, VOCAB, SAMPLE_COUNT, "system", torch.device("cpu"),
+                                 provenance_dir=directory)
+            recorder = apply.__self__.step.recorder  # type: ignore[attr-defined]
+            for _ in range(5):  # warm-up
+                work.copy_(pristine)
+                apply(work)
+            recorder.flush()
+            total = 0
+            for _ in range(steps):
+                work.copy_(pristine)
+                start = time.perf_counter_ns()
+                apply(work)
+                total += time.perf_counter_ns() - start
+            start = time.perf_counter_ns()
+            recorder.flush()
+            total += time.perf_counter_ns() - start
+            result[f"{label}_us_per_token"] = total / steps / rows / 1000
+            apply.__self__.step.close()  # type: ignore[attr-defined]
+    result["added_percent"] = 100 * (result["on_us_per_token"] / result["off_us_per_token"] - 1)
+    return result
 
 
 def bench_bookkeeping(rows: int, vocab: int, iterations: int) -> dict[str, Any]:
@@ -231,21 +278,32 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     args = parser.parse_args()
     device = torch.device(args.device)
-    full = [bench_full_step(int(b), args.iterations, device) for b in args.batches.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    full = [bench_full_step(b, args.iterations, device) for b in batches]
+    # The same without generating randomness (both sides read bytes drawn beforehand): what
+    # the sampler itself costs, whatever this machine's os.urandom costs.
+    full += [bench_full_step(b, args.iterations, device, "replay") for b in batches if b > 1]
     book = bench_bookkeeping(256, 1024, args.iterations) if device.type == "cpu" else None
+    prov = bench_provenance(32, args.iterations) if device.type == "cpu" else None
     if args.json:
-        print(json.dumps({"full_step": full, "bookkeeping": book}, indent=2))
+        print(json.dumps({"full_step": full, "bookkeeping": book, "provenance": prov}, indent=2))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
           f"vocab {VOCAB}, {SAMPLE_COUNT} system bytes/token, top-k {TOP_K}, top-p {TOP_P}")
     for r in full:
-        print(f"  batch {r['rows']:>3}: ours {r['ours_us_per_token']:7.1f} µs/token   "
+        print(f"  batch {r['rows']:>3}, {r['entropy']:>6} bytes: "
+              f"ours {r['ours_us_per_token']:7.1f} µs/token   "
               f"{r['baseline']} {r['baseline_us_per_token']:7.1f} µs/token   "
               f"→ {r['speedup']:.2f}× faster")
     if book is not None:
         print(f"  bookkeeping, batch {book['rows']}, vocab {book['vocab']}, one request replaced "
               f"per step: ours {book['ours_us_per_token']:.2f} µs/token, minimal torch sampler "
-              f"{book['baseline_us_per_token']:.2f} µs/token → {book['ratio_ours_to_baseline']:.2f}×")
+              f"{book['baseline_us_per_token']:.2f} µs/token "
+              f"→ {book['ratio_ours_to_baseline']:.2f}×")
+    if prov is not None:
+        print(f"  provenance, batch {prov['rows']}, {prov['steps']} steps: hashes + chain + archive "
+              f"on {prov['on_us_per_token']:.1f} µs/token, off {prov['off_us_per_token']:.1f} "
+              f"µs/token → {prov['added_percent']:+.1f} %")
 
 
 if __name__ == "__main__":

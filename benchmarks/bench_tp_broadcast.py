@@ -118,7 +118,8 @@ def main() -> None:
             f"  batch {rows:>3}: exchange {d['exchange_us']:7.1f} µs (drawer) / "
             f"{f['exchange_us']:7.1f} µs (follower); raw broadcast {d['raw_broadcast_us']:7.1f} µs "
             f"→ {d['exchange_us'] / d['raw_broadcast_us']:.2f}×; force_rows "
-            f"{f['force_rows_us']:7.1f} µs; the drawer's sampler step {d['sampler_step_us']:8.1f} µs "
+            f"{f['force_rows_us']:7.1f} µs; the drawer's sampler step "
+            f"{d['sampler_step_us']:8.1f} µs "
             f"→ exchange adds {100 * d['exchange_us'] / d['sampler_step_us']:.1f} %"
         )
 

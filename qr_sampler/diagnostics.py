@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qr_sampler.provenance.chain import encode_body
 from qr_sampler.types import TokenRecord
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ class TokenRecorder:
         self.run_id = str(self._manifest.get("run_id", ""))
         self._diagnostics_max_bytes = diagnostics_max_bytes
         self._archive_max_bytes = archive_max_bytes
-        self._recent: deque[dict[str, Any]] = deque(maxlen=max(capacity, 0) or 1)
+        self._recent: deque[bytes] = deque(maxlen=max(capacity, 0) or 1)
         self._keep_recent = capacity > 0
         self.wants_records = bool(
             self.path or self.archive_path or log_level == "full" or self._keep_recent
@@ -257,8 +259,11 @@ class TokenRecorder:
             if item is None:
                 return
             try:
-                records = item if isinstance(item, list) else self._records_of(item)
-                self._write(records)
+                if isinstance(item, list):
+                    bodies = [encode_body(record) for record in item]
+                else:
+                    bodies = self._token_bodies(item)
+                self._write(bodies)
             except Exception as exc:  # never let one bad step stop the writer
                 logger.exception("qr_sampler: could not write a step's records: %s", exc)
             finally:
@@ -267,101 +272,85 @@ class TokenRecorder:
                     if self._pending == 0:
                         self._idle.notify_all()
 
-    def _records_of(self, result: StepResult) -> list[dict[str, Any]]:
-        """One dict per row (C2 field order; the journal appends ``prev_hash``)."""
+    def _token_bodies(self, result: StepResult) -> list[bytes]:
+        """One serialised token record per row (C2 key order; the journal adds ``prev_hash``).
+
+        Formatted straight from the step's columns with one template: the same bytes
+        ``encode_body`` would write for the dict (a test pins that), at a fraction of the cost.
+        """
         cols = _finish_host_copy(result)
         batch = result.batch
         fetched = result.entropy
         counts = batch.counts
         entropy_rows = np.flatnonzero(counts)
-        hashes = [""] * len(counts)
-        refs = [""] * len(counts)
+        hashes = ['""'] * len(counts)
+        refs = ['""'] * len(counts)
         if fetched is not None and len(entropy_rows):
             view = memoryview(fetched.data)
             need = counts[entropy_rows]
             ends = np.cumsum(need)
             for j, end, n in zip(entropy_rows.tolist(), ends.tolist(), need.tolist(), strict=True):
-                hashes[j] = hashlib.sha256(view[end - n : end]).hexdigest()
+                hashes[j] = '"' + hashlib.sha256(view[end - n : end]).hexdigest() + '"'
             archive = self._archive_for()
             if archive is not None:
                 stored = archive.append(fetched.data, need.tolist())
                 for j, ref in zip(entropy_rows.tolist(), stored, strict=True):
-                    refs[j] = ref
+                    refs[j] = _text(ref)
+        step, stamp, run_id = result.step, result.timestamp_ns, _text(self.run_id)
         error = result.error
-        reason = f"{type(error).__name__}: {error}" if error is not None else ""
-        kind = getattr(error, "kind", "error") if error is not None else ""
-        nonce = result.nonce.hex()
-        echo = fetched.echo_verified if fetched is not None else None
+        if fetched is not None:
+            used = (_text(fetched.source), _bool(fetched.fallback), _text(fetched.fallback_kind),
+                    _text(fetched.fallback_reason), "false", _text(fetched.device_id),
+                    fetched.generation_timestamp_ns, _float(fetched.latency_ns / 1000.0),
+                    _text(result.nonce.hex()), _json(fetched.echo_verified))  # fmt: skip
+        else:  # the fetch failed and nothing served: every row that needed bytes stops
+            reason = f"{type(error).__name__}: {error}" if error is not None else ""
+            kind = getattr(error, "kind", "error") if error is not None else ""
+            used = ('"none"', "true", _text(kind), _text(reason), "true", '""', 0, "0.0",
+                    _text(result.nonce.hex()), "null")  # fmt: skip
+        greedy = ('"none"', "false", '""', '""', "false", '""', 0, "0.0", '""', "null")
+        left = ('"vllm"', "true", '"error"', _text(_NO_FINITE_LOGIT))
         positions = result.output_index
-        out: list[dict[str, Any]] = []
         ids, ranks, kept = cols.token_ids.tolist(), cols.ranks.tolist(), cols.num_kept.tolist()
         probs, temps, ents = cols.probs.tolist(), cols.temperature.tolist(), cols.entropy.tolist()
         us, zs, means = result.u.tolist(), result.z.tolist(), result.sample_mean.tolist()
-        stops = result.forced_stop.tolist()
+        request_ids, hashes_cfg = batch.request_ids, batch.config_hash
+        choices = batch.choice_index.tolist()
+        out: list[bytes] = []
         for i, count in enumerate(counts.tolist()):
-            token = ids[i]
-            if count and fetched is not None:
-                source, fb = fetched.source, fetched.fallback
-                fb_kind, fb_reason = fetched.fallback_kind, fetched.fallback_reason
-            elif count:  # the fetch failed and nothing served: a forced stop
-                source, fb, fb_kind, fb_reason = "none", True, kind, reason
-            else:
-                source, fb, fb_kind, fb_reason = "none", False, "", ""
-            if token < 0:
-                source, fb, fb_kind = "vllm", True, "error"
-                fb_reason = "no finite logit in this row: left to vLLM's own sampler"
-            used = bool(count) and fetched is not None
-            out.append({
-                "kind": "token",
-                "run_id": self.run_id,
-                "step": result.step,
-                "request_id": batch.request_ids[i],
-                "choice_index": int(batch.choice_index[i]),
-                "output_index": -1 if positions is None else int(positions[i]),
-                "token_id": token,
-                "rank": ranks[i],
-                "probability": probs[i],
-                "num_candidates": kept[i],
-                "temperature": temps[i],
-                "entropy_nats": ents[i],
-                "u": us[i],
-                "z": zs[i],
-                "sample_mean": means[i],
-                "sample_count": count if used else 0,
-                "source": source,
-                "fallback": fb,
-                "fallback_kind": fb_kind,
-                "fallback_reason": fb_reason,
-                "forced_stop": stops[i],
-                "device_id": fetched.device_id if used and fetched else "",
-                "server_timestamp_ns": fetched.generation_timestamp_ns if used and fetched else 0,
-                "fetch_latency_us": fetched.latency_ns / 1000.0 if used and fetched else 0.0,
-                "timestamp_ns": result.timestamp_ns,
-                "config_hash": batch.config_hash[i],
-                "greedy": not count,
-                "nonce": nonce if count else "",
-                "echo_verified": echo if used else None,
-                "entropy_sha256": hashes[i],
-                "entropy_ref": refs[i],
-            })
+            source, fb, fb_kind, fb_reason, stop, device, server_ts, latency, nonce, echo = (
+                used if count else greedy
+            )
+            if ids[i] < 0:
+                source, fb, fb_kind, fb_reason = left
+            n_used = count if count and fetched is not None else 0
+            out.append((_TOKEN_LINE % (
+                run_id, step, _text(request_ids[i]), choices[i],
+                -1 if positions is None else int(positions[i]), ids[i], ranks[i],
+                _float(probs[i]), kept[i], _float(temps[i]), _float(ents[i]), _float(us[i]),
+                _float(zs[i]), _float(means[i]), n_used, source, fb, fb_kind, fb_reason, stop,
+                device, server_ts, latency, stamp, _text(hashes_cfg[i]), _bool(not count),
+                nonce, echo, hashes[i], refs[i],
+            )).encode("ascii"))  # fmt: skip
         for rid in batch.bypass_ids.tolist():
-            out.append(_left_record(self.run_id, result.step, rid, "", "qr_bypass", "", False,
-                                    result.timestamp_ns))
+            out.append(encode_body(
+                _left_record(self.run_id, step, rid, "", "qr_bypass", "", False, stamp)
+            ))  # fmt: skip
         return out
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
-        if not records:
+    def _write(self, bodies: list[bytes]) -> None:
+        if not bodies:
             return
         journal = self._journal_for()
         if journal is not None:
-            journal.append(records)
+            journal.append_encoded(bodies)
         with self._lock:
-            self.records_written += len(records)
+            self.records_written += len(bodies)
             if self._keep_recent:
-                self._recent.extend(records)
+                self._recent.extend(bodies)
         if self.log_level == "full":
-            for record in records:
-                logger.info("token %s", json.dumps(record, separators=(",", ":")))
+            for body in bodies:
+                logger.info("token %s", body.decode("ascii"))
 
     def _journal_for(self) -> RecordJournal | None:
         if self.path is None:
@@ -406,7 +395,8 @@ class TokenRecorder:
         """The most recent token records (at most ``capacity``), oldest first, once written."""
         self.flush()
         with self._lock:
-            rows = [r for r in self._recent if r.get("kind") == "token"]
+            bodies = list(self._recent)
+        rows = [r for r in map(json.loads, bodies) if r.get("kind") == "token"]
         return [TokenRecord(**{k: r[k] for k in _TOKEN_FIELDS if k in r}) for r in rows]
 
     @property
@@ -440,6 +430,33 @@ class TokenRecorder:
             self._archive.close()
         if self._journal is not None:
             self._journal.close()
+
+
+#: A token line without its link, in C2's key order (``encode_body`` writes the same bytes).
+_TOKEN_LINE = (
+    '{"kind":"token","run_id":%s,"step":%d,"request_id":%s,"choice_index":%d,'
+    '"output_index":%d,"token_id":%d,"rank":%d,"probability":%s,"num_candidates":%d,'
+    '"temperature":%s,"entropy_nats":%s,"u":%s,"z":%s,"sample_mean":%s,"sample_count":%d,'
+    '"source":%s,"fallback":%s,"fallback_kind":%s,"fallback_reason":%s,"forced_stop":%s,'
+    '"device_id":%s,"server_timestamp_ns":%d,"fetch_latency_us":%s,"timestamp_ns":%d,'
+    '"config_hash":%s,"greedy":%s,"nonce":%s,"echo_verified":%s,"entropy_sha256":%s,'
+    '"entropy_ref":%s}'
+)
+_NO_FINITE_LOGIT = "no finite logit in this row: left to vLLM's own sampler"
+_text = json.JSONEncoder(ensure_ascii=True).encode  # a JSON string literal, as json.dumps
+
+
+def _float(value: float) -> str:
+    """A float as json.dumps writes it (``repr``); non-finite as ``null`` (as encode_body)."""
+    return repr(value) if math.isfinite(value) else "null"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _json(value: bool | None) -> str:
+    return "null" if value is None else _bool(value)
 
 
 def _left_record(

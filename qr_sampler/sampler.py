@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from qr_sampler.amplification import amplify
+from qr_sampler.amplification import Amplified, amplify
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyError
 from qr_sampler.selection import NOT_FORCED, SelectionParams, choose, force_rows, shape
@@ -201,9 +201,9 @@ class TokenSampler:
         """
         self.steps += 1
         step = self.steps
-        need = batch.counts[batch.counts > 0]
-        nonce = self.nonce_for(step) if len(need) else b""
-        job = self._start_fetch(need, nonce) if len(need) else None
+        entropy_rows = batch.entropy_rows
+        nonce = self.nonce_for(step) if len(entropy_rows) else b""
+        job = self._start_fetch(batch, entropy_rows, nonce) if len(entropy_rows) else None
 
         sub = logits if batch.row_index is None else logits.index_select(0, batch.row_index)
         candidates = shape(sub, batch.params)
@@ -216,21 +216,16 @@ class TokenSampler:
         fetched: EntropyBatch | None = None
         error: EntropyError | None = None
         if job is not None:
-            try:
-                fetched = self._finish_fetch(job)
-            except EntropyError as exc:
-                error = exc
-            if fetched is not None:
-                rows = batch.entropy_rows
-                amplified = amplify(
-                    fetched.data, job.counts, batch.mean[rows], batch.std[rows], batch.epsilon[rows]
-                )
+            job.done.wait()
+            fetched, error, amplified = job.result, job.error, job.amplified
+            if amplified is not None:
+                rows = entropy_rows
                 u[rows], z[rows], mean[rows] = amplified.u, amplified.z, amplified.sample_mean
             else:
                 # No randomness may choose: u = 0 picks the argmax, replaced below by the
                 # request's stop token where one is known.
-                forced_stop[batch.entropy_rows] = True
-                u[batch.entropy_rows] = 0.0
+                forced_stop[entropy_rows] = True
+                u[entropy_rows] = 0.0
         u_device = torch.from_numpy(u)
         if sub.device.type != "cpu":
             u_device = u_device.pin_memory().to(sub.device, non_blocking=True)
@@ -267,21 +262,18 @@ class TokenSampler:
             self.recorder.submit(result)
         return result
 
-    def _start_fetch(self, counts: np.ndarray, nonce: bytes) -> _FetchJob:
-        job = _FetchJob(tuple(counts.tolist()), nonce)
+    def _start_fetch(
+        self, batch: SamplingBatch, rows: np.ndarray, nonce: bytes
+    ) -> _FetchJob:
+        job = _FetchJob(
+            tuple(batch.counts[rows].tolist()), nonce,
+            (batch.mean[rows], batch.std[rows], batch.epsilon[rows]),
+        )  # fmt: skip
         if self._fetcher is None:
             job.run(self.source)
         else:
             self._fetcher.submit(job)
         return job
-
-    @staticmethod
-    def _finish_fetch(job: _FetchJob) -> EntropyBatch:
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
 
     @staticmethod
     def _stop_tokens(
@@ -322,23 +314,33 @@ def _token_bytes(token_ids: torch.Tensor) -> bytes:
 
 
 class _FetchJob:
-    """One step's fetch: filled by the worker thread (or inline), waited on by the step."""
+    """One step's fetch and its amplification: filled by the worker thread (or inline), waited
+    on by the step. The byte sums release the GIL too, so they overlap like the fetch."""
 
-    __slots__ = ("counts", "done", "error", "nonce", "result")
+    __slots__ = ("amplified", "counts", "done", "error", "nonce", "population", "result")
 
-    def __init__(self, counts: tuple[int, ...], nonce: bytes) -> None:
+    def __init__(
+        self,
+        counts: tuple[int, ...],
+        nonce: bytes,
+        population: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
         self.counts = counts
         self.nonce = nonce
+        self.population = population  # per row: mean, std, epsilon
         self.done = threading.Event()
         self.result: EntropyBatch | None = None
+        self.amplified: Amplified | None = None
         self.error: EntropyError | None = None
 
     def run(self, source: EntropySource) -> None:
         try:
             self.result = source.fetch_batch(self.counts, self.nonce)
+            self.amplified = amplify(self.result.data, self.counts, *self.population)
         except EntropyError as exc:
             self.error = exc
         except Exception as exc:  # a source bug must not kill the engine: treat as a failure
+            self.result = None
             self.error = EntropyError(f"{type(exc).__name__}: {exc}")
         finally:
             self.done.set()

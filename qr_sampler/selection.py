@@ -101,9 +101,7 @@ class SelectionParams:
     """
 
     floats: torch.Tensor  # float64 [8, R] on the device, rows per FLOAT_FIELDS
-    top_k: torch.Tensor  # int64 [R], 0 = off
-    greedy: torch.Tensor  # bool [R]
-    edt: torch.Tensor  # bool [R]
+    ints: torch.Tensor  # int64 [3, R] on the device: top-k (0 = off), greedy, edt
     host_floats: np.ndarray  # float64 [8, R]
     host_top_k: np.ndarray  # int64 [R]
     host_greedy: np.ndarray  # bool [R]
@@ -129,9 +127,7 @@ class SelectionParams:
             ints = ints.pin_memory().to(device, non_blocking=True)
         return cls(
             floats=dev_floats,
-            top_k=ints[0],
-            greedy=ints[1].bool(),
-            edt=ints[2].bool(),
+            ints=ints,
             host_floats=floats,
             host_top_k=top_k,
             host_greedy=greedy,
@@ -148,14 +144,27 @@ class SelectionParams:
         """The parameters of some rows (``host_index`` on the host, ``index`` on the device)."""
         return SelectionParams(
             floats=self.floats.index_select(1, index),
-            top_k=self.top_k.index_select(0, index),
-            greedy=self.greedy.index_select(0, index),
-            edt=self.edt.index_select(0, index),
+            ints=self.ints.index_select(1, index),
             host_floats=self.host_floats[:, host_index],
             host_top_k=self.host_top_k[host_index],
             host_greedy=self.host_greedy[host_index],
             host_edt=self.host_edt[host_index],
         )
+
+    @property
+    def top_k(self) -> torch.Tensor:
+        """int64 [R], 0 = off."""
+        return self.ints[0]
+
+    @cached_property
+    def greedy(self) -> torch.Tensor:
+        """bool [R] (made on first use: most steps never need it)."""
+        return self.ints[1].bool()
+
+    @cached_property
+    def edt(self) -> torch.Tensor:
+        """bool [R] (made on first use)."""
+        return self.ints[2].bool()
 
     def _row(self, name: str) -> torch.Tensor:
         return self.floats[_F[name]]
@@ -244,12 +253,12 @@ class CandidateGroup:
     num_kept: torch.Tensor  # int64 [Rg]
     temperature: torch.Tensor  # float64 [Rg] (0 for greedy rows)
     edt_entropy: torch.Tensor | None  # float64 [Rg] when a row of the group uses EDT
-    edt: torch.Tensor  # bool [Rg]
+    edt: torch.Tensor | None  # bool [Rg], with ``edt_entropy``
 
     def entropy(self) -> torch.Tensor:
         """Nats: of the full softmax for EDT rows, else of the filtered distribution."""
         filtered: torch.Tensor = torch.special.entr(self.probs).sum(dim=1)
-        if self.edt_entropy is None:
+        if self.edt_entropy is None or self.edt is None:
             return filtered
         return torch.where(self.edt, self.edt_entropy, filtered)
 
@@ -422,8 +431,11 @@ def _shape_bounded(
     values, token_ids = top_candidates(logits, k)
     temperature, inv_temperature, edt_entropy = _temperatures(logits, params)
     x = values.double() * inv_temperature.unsqueeze(1)
-    # In place on our own float64 copy: drop positions past each row's k, and NaN logits.
-    x.masked_fill_(params.beyond_k(k), float("-inf")).nan_to_num_(nan=float("-inf"))
+    # In place on our own float64 copy: drop positions past each row's k (when rows differ in
+    # k; the host knows), and NaN logits.
+    if not (params.candidate_counts(logits.shape[1]) == k).all():
+        x.masked_fill_(params.beyond_k(k), float("-inf"))
+    x.nan_to_num_(nan=float("-inf"))
     probs = _filter(torch.softmax(x, dim=1), params)
     return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
 
@@ -495,7 +507,7 @@ def _group(
         num_kept=torch.count_nonzero(probs, dim=1).clamp_(min=1),
         temperature=temperature,
         edt_entropy=edt_entropy,
-        edt=params.edt,
+        edt=params.edt if edt_entropy is not None else None,
     )
 
 
@@ -558,9 +570,19 @@ def force_rows(logits: torch.Tensor, token_ids: torch.Tensor) -> None:
     """Make every row with ``token_ids[row] >= 0`` one-hot on that token, in place.
 
     ``logits`` [B, V]; ``token_ids`` int64 [B] on the same device, -1 (:data:`NOT_FORCED`) for
-    rows to leave as they are. No host sync: the row mask is applied with tensor ops.
+    rows to leave as they are. On an accelerator no host sync: the row mask is applied with
+    tensor ops.
     """
     forced = token_ids >= 0
+    if token_ids.device.type == "cpu":
+        # On the host a look at the mask is free: one fill where every row is forced (the
+        # common case), index writes on the forced rows otherwise.
+        if bool(forced.all()):
+            force_tokens(logits, token_ids)
+        elif bool(forced.any()):
+            rows = forced.nonzero().squeeze(1)
+            force_tokens(logits, token_ids.index_select(0, rows), rows)
+        return
     index = token_ids.clamp(min=0).unsqueeze(1)
     kept = logits.gather(1, index)  # unforced rows get their own value back below
     # In place: the engine reads the forced logits back.

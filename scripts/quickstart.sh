@@ -51,13 +51,14 @@ with urllib.request.urlopen(request, timeout=120) as reply:
 rid = answer["id"]
 texts = [t["token"] for t in (answer["choices"][0].get("logprobs") or {}).get("content") or []]
 records = []
-for _ in range(20):  # records are flushed once per engine step: allow a moment
+for _ in range(50):  # records are written just after each engine step: allow a moment
     try:
         with open(stack["diagnostics"], encoding="utf-8") as fh:
             lines = [json.loads(line) for line in fh if line.strip()]
     except FileNotFoundError:
         lines = []
-    mine = [r for r in lines if r["request_id"] == rid or r["request_id"].startswith(rid + "-")]
+    tokens = [r for r in lines if r.get("kind") == "token"]  # not the manifest or events
+    mine = [r for r in tokens if r["request_id"] == rid or r["request_id"].startswith(rid + "-")]
     # A sample vLLM discarded (chunked prefill) shares its output_index with the token that
     # followed it: the last record per index is the token the answer really got.
     by_index = {r["output_index"]: r for r in mine}

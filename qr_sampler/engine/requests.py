@@ -30,6 +30,7 @@ import secrets
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import FrameType
 from typing import Any
 
@@ -189,7 +190,13 @@ def resolve_config(params: Any, base: Settings) -> SamplingConfig:
     if temperature < GREEDY_TEMPERATURE:
         values["temperature_strategy"] = "fixed"
         values["fixed_temperature"] = 0.0
-    return SamplingConfig.from_settings(base, values)
+    return _config(base, tuple(sorted(values.items())))
+
+
+@lru_cache(maxsize=1024)
+def _config(base: Settings, values: tuple[tuple[str, Any], ...]) -> SamplingConfig:
+    """Configs are frozen and most requests share a few: resolve (and hash) each once."""
+    return SamplingConfig.from_settings(base, dict(values))
 
 
 #: The state of a row left to vLLM's own sampling (its request could not be resolved).

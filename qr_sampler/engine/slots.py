@@ -70,6 +70,7 @@ class SlotTable:
         self.edt = grown(get("edt"), False, bool)
         self.active = grown(get("active"), False, bool)  # a request is in the slot
         self.sampled = grown(get("sampled"), False, bool)  # ... and we choose its tokens
+        self.penalized = grown(get("penalized"), False, bool)  # V1 applies its penalties
         self.mean = grown(get("mean"), 0.0, np.float64)
         self.std = grown(get("std"), 0.0, np.float64)
         self.epsilon = grown(get("epsilon"), 0.0, np.float64)
@@ -86,7 +87,7 @@ class SlotTable:
             self._grow(max(slot + 1, 2 * self._capacity))
         if state is None:
             self.states.pop(slot, None)
-            self.active[slot] = self.sampled[slot] = False
+            self.active[slot] = self.sampled[slot] = self.penalized[slot] = False
             return
         c = state.config
         self.states[slot] = state
@@ -96,6 +97,7 @@ class SlotTable:
         self.edt[slot] = c.temperature_strategy == "edt"
         self.active[slot] = True
         self.sampled[slot] = not c.bypass
+        self.penalized[slot] = state.penalized
         self.mean[slot] = c.population_mean
         self.std[slot] = c.population_std
         self.epsilon[slot] = c.uniform_clamp_epsilon
@@ -129,8 +131,9 @@ class SlotTable:
                 self._write(a, b_state)
             else:
                 self._write(a, None)  # UNIDIRECTIONAL: b's occupant is discarded, a emptied
-        for index in [i for i in self.states if i >= batch_size]:
-            self._write(index, None)  # condensed away: nothing lives past batch_size
+        if self.states and max(self.states) >= batch_size:
+            for index in [i for i in self.states if i >= batch_size]:
+                self._write(index, None)  # condensed away: nothing lives past batch_size
         self._changed()
 
     # --- V2: slots --------------------------------------------------------------------------
@@ -192,12 +195,9 @@ class SlotTable:
         if self._device_dirty:
             self._sync_device()
         index = torch.from_numpy(chosen).pin_memory().to(self.device, non_blocking=True)
-        ints = self._device_ints.index_select(1, index)
         return SelectionParams(
             floats=self._device_floats.index_select(1, index),
-            top_k=ints[0],
-            greedy=ints[1].bool(),
-            edt=ints[2].bool(),
+            ints=self._device_ints.index_select(1, index),
             host_floats=host_floats,
             host_top_k=top_k,
             host_greedy=greedy,

@@ -44,22 +44,23 @@ logger = logging.getLogger("qr_sampler.engine")
 
 @dataclass(frozen=True)
 class _BatchView:
-    """The request states of a cached batch's sampled rows, and its penalty plan (V1)."""
+    """Per-batch facts: the penalty plan of its penalized rows (V1), and where the request
+    states of its rows are, for the records' output positions."""
 
     batch: SamplingBatch
-    states: tuple[RequestState, ...]  # one per entry of batch.rows
+    layout: np.ndarray
     penalties: PenaltyPlan | None
-    tracks_output: bool  # some row has vLLM's live output list (V1); none do under V2
 
-    def output_positions(self) -> np.ndarray | None:
+    def output_positions(self, table: SlotTable) -> np.ndarray | None:
         """Tokens each row's request had generated before this step (-1: unknown); None when
-        no row has an output list (Model Runner V2). O(rows): called only when recording."""
-        if not self.tracks_output:
+        the engine keeps no output lists (Model Runner V2). O(rows): only when recording."""
+        states = table.rows_of(self.layout, self.batch.rows)
+        if not any(s.output_token_ids is not None for s in states):
             return None
         return np.fromiter(
-            (-1 if s.output_token_ids is None else len(s.output_token_ids) for s in self.states),
+            (-1 if s.output_token_ids is None else len(s.output_token_ids) for s in states),
             dtype=np.int64,
-            count=len(self.states),
+            count=len(states),
         )
 
 
@@ -141,7 +142,9 @@ class EngineStep:
                 saved = self._penalize(logits, view.penalties)
             recorder = self.recorder
             positions = (
-                view.output_positions() if recorder is not None and recorder.wants_records else None
+                view.output_positions(self.table)
+                if recorder is not None and recorder.wants_records
+                else None
             )
             result = self.sampler.sample(logits, batch, positions, force=force)
             self.steps += 1
@@ -185,16 +188,21 @@ class EngineStep:
     def _view_of(
         self, batch: SamplingBatch, layout: np.ndarray, logits: torch.Tensor
     ) -> _BatchView:
-        """Per-batch facts, computed once per batch composition (the table caches ``batch``)."""
+        """Per-batch facts, computed once per batch composition (the table caches ``batch``).
+
+        Only the penalized rows' states are looked at (a numpy column says which), so a batch
+        without penalties costs no per-row Python.
+        """
         if self._view is None or self._view.batch is not batch:
-            states = tuple(self.table.rows_of(layout, batch.rows))
-            penalties = (
-                plan_penalties(batch.rows.tolist(), states, logits)
-                if self.apply_penalties
-                else None
-            )
-            tracks_output = any(s.output_token_ids is not None for s in states)
-            self._view = _BatchView(batch, states, penalties, tracks_output)
+            penalties = None
+            if self.apply_penalties:
+                slots = np.asarray(layout, dtype=np.int64)[batch.rows]
+                picked = np.flatnonzero(self.table.penalized[slots])
+                if len(picked):
+                    rows = batch.rows[picked]
+                    states = self.table.rows_of(layout, rows)
+                    penalties = plan_penalties(rows.tolist(), states, logits)
+            self._view = _BatchView(batch, np.asarray(layout, dtype=np.int64), penalties)
         return self._view
 
     def _penalize(

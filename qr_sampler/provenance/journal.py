@@ -100,6 +100,19 @@ class RecordJournal:
             except OSError as exc:
                 self._disable(f"{type(exc).__name__}: {exc.strerror or exc}")
 
+    def append_encoded(self, bodies: Sequence[bytes]) -> None:
+        """Append lines already serialised as :func:`~qr_sampler.provenance.chain.encode_body`
+        would (a writer with a faster encoder for its own records). Never raises on I/O."""
+        if self.error or not bodies:
+            return
+        with self._lock:
+            if self.error:
+                return
+            try:
+                self._append_locked(bodies)
+            except OSError as exc:
+                self._disable(f"{type(exc).__name__}: {exc.strerror or exc}")
+
     def close(self) -> None:
         """End the chain with a ``journal_closed`` event (so the last record has a successor)
         and release the file. Never raises on I/O."""

@@ -132,7 +132,25 @@ class VllmServer:
         self._log.close()
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_records(
+    path: Path, *, settle_s: float = 0.3, within_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """The token records of a diagnostics file (not its manifests and events).
+
+    The plugin writes records from a background thread just after each engine step, so a
+    response can reach the client a moment before its last record reaches the file: wait
+    (bounded by ``within_s``) until the file has not grown for ``settle_s``.
+    """
+    deadline = time.monotonic() + within_s
+    size, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = path.stat().st_size if path.is_file() else 0
+        if now_size != size:
+            size, stable_since = now_size, time.monotonic()
+        elif time.monotonic() - stable_since >= settle_s:
+            break
+        time.sleep(0.05)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in lines if r.get("kind", "token") == "token"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -127,7 +128,7 @@ def test_records_carry_provenance_and_match_the_forced_tokens(tmp_path: Path) ->
     assert first["nonce"] == result.nonce.hex() and len(first["nonce"]) == 64
     assert first["echo_verified"] is None  # this source cannot echo
     raw = path.read_bytes().splitlines()
-    for before, line in zip(raw, raw[1:], strict=False):
+    for before, line in itertools.pairwise(raw):
         assert json.loads(line)["prev_hash"] == hashlib.sha256(before).hexdigest()
 
 
@@ -204,3 +205,26 @@ def test_records_carry_the_output_index_when_given() -> None:
     sampler.sample(_logits(2), batch, output_index=[0, 7])
     sampler.sample(_logits(2), batch)
     assert [r.output_index for r in recorder.recent()] == [0, 7, -1, -1]
+
+
+def test_the_recorders_fast_lines_are_exactly_what_encode_body_writes(tmp_path: Path) -> None:
+    """The recorder formats token lines from columns with a template; the verifier's fast path
+    relies on C2's key order and json.dumps' spelling of every value. Re-encode each line's
+    dict with the generic encoder: the bytes must be identical."""
+    from qr_sampler.provenance.chain import encode_body
+
+    path = tmp_path / "tokens.jsonl"
+    recorder = TokenRecorder(log_level="none", diagnostics_path=path, manifest={"run_id": "r"})
+    sampler = TokenSampler(FallbackEntropySource(BrokenSource(), MockUniformEntropySource(seed=5)),
+                           recorder)
+    configs = [SamplingConfig(top_k=3), SamplingConfig(fixed_temperature=0.0),
+               SamplingConfig(bypass=True), SamplingConfig(sample_count=17)]
+    sampler.sample(_logits(4), SamplingBatch.build(configs, ['quote"d', "ü-nicode", "c", "d"]))
+    assert recorder.flush()
+    lines = path.read_bytes().splitlines()
+    tokens = [line for line in lines if b'"kind":"token"' in line]
+    assert len(tokens) == 4
+    for line in tokens:
+        record = json.loads(line)
+        link = record.pop("prev_hash")
+        assert encode_body(record)[:-1] + b',"prev_hash":"' + link.encode() + b'"}' == line

@@ -77,7 +77,9 @@ def test_native_stack_answers_with_tokens_from_the_reference_server(
     with urllib.request.urlopen(request, timeout=120) as reply:
         answer = json.load(reply)
     tokens = answer["choices"][0]["token_ids"]
-    records = [json.loads(line) for line in Path(stack["diagnostics"]).read_text().splitlines()]
+    from tests.engine.servers import read_records  # token records, once the writer caught up
+
+    records = read_records(Path(stack["diagnostics"]))
     mine = [r for r in records if r["request_id"] == answer["id"]]
     assert [r["token_id"] for r in mine] == tokens and tokens
     assert all(r["source"] == "quantum_grpc" and r["device_id"] == "urandom"
