@@ -301,8 +301,9 @@ def main() -> None:
               f"{book['baseline_us_per_token']:.2f} µs/token "
               f"→ {book['ratio_ours_to_baseline']:.2f}×")
     if prov is not None:
-        print(f"  provenance, batch {prov['rows']}, {prov['steps']} steps: hashes + chain + archive "
-              f"on {prov['on_us_per_token']:.1f} µs/token, off {prov['off_us_per_token']:.1f} "
+        print(f"  provenance, batch {prov['rows']}, {prov['steps']} steps: "
+              f"hashes + chain + archive on {prov['on_us_per_token']:.1f} µs/token, "
+              f"off {prov['off_us_per_token']:.1f} "
               f"µs/token → {prov['added_percent']:+.1f} %")
 
 

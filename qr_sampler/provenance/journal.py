@@ -92,13 +92,7 @@ class RecordJournal:
         except (TypeError, ValueError, UnicodeError) as exc:
             self._disable(f"a record cannot be written as JSON: {exc}")
             return
-        with self._lock:
-            if self.error:
-                return
-            try:
-                self._append_locked(bodies)
-            except OSError as exc:
-                self._disable(f"{type(exc).__name__}: {exc.strerror or exc}")
+        self.append_encoded(bodies)
 
     def append_encoded(self, bodies: Sequence[bytes]) -> None:
         """Append lines already serialised as :func:`~qr_sampler.provenance.chain.encode_body`

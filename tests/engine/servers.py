@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,20 @@ class ByteSwitch:
         if mode == "ones":
             return b"\xff" * n
         return os.urandom(n)
+
+
+@contextlib.contextmanager
+def serving_entropy(source: ByteSwitch) -> Iterator[Any]:
+    """The reference gRPC entropy server on 127.0.0.1 (an OS-chosen port), in this process,
+    serving ``source``'s bytes."""
+    from qr_sampler.server import EntropyServer, ServerConfig
+
+    server = EntropyServer(ServerConfig(address="127.0.0.1:0"), source=source)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(0)
 
 
 class VllmServer:

@@ -219,8 +219,8 @@ def test_two_tensor_parallel_ranks_force_the_drawers_tokens() -> None:
     assert drawer["bypass_row_untouched"] and follower["bypass_row_untouched"]
     assert drawer["failed_step_untouched"] and follower["failed_step_untouched"]
     assert follower["source"] == "none"  # the follower never builds an entropy source
-    # One record per sampled row and step, and one "left to vLLM" record per row of the failed
-    # step; none from the follower.
-    assert drawer["records"] == (STEPS + 1) * (ROWS - 1)
+    # One record per row and step (the opted-out row's says vLLM chose), and one "left to
+    # vLLM" record per sampled row of the failed step; none from the follower.
+    assert drawer["records"] == STEPS * ROWS + (ROWS - 1)
     # Sanity: with different seeds per rank, independent draws would have disagreed.
     assert len({tuple(row) for row in drawer["chosen"]}) > 1

