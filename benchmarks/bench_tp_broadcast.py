@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import queue
 import socket
 import statistics
 import time
@@ -34,9 +35,10 @@ def _worker(rank: int, port: int, iterations: int, out: Any) -> None:
     from vllm.config import ParallelConfig, VllmConfig, set_current_vllm_config
     from vllm.distributed import parallel_state as ps
 
-    from qr_sampler.engine.distributed import ReplicaLink, force_rows
+    from qr_sampler.engine.distributed import ReplicaLink
     from qr_sampler.entropy.system import SystemEntropySource
     from qr_sampler.sampler import SamplingBatch, TokenSampler
+    from qr_sampler.selection import force_rows
     from qr_sampler.types import SamplingConfig
 
     torch.set_num_threads(1)  # one core per rank, like VLLM_CPU_OMP_THREADS_BIND="0|1"
@@ -105,7 +107,18 @@ def main() -> None:
     procs = [ctx.Process(target=_worker, args=(r, port, args.iterations, out)) for r in (0, 1)]
     for p in procs:
         p.start()
-    by_rank = dict(out.get(timeout=600) for _ in procs)
+    by_rank: dict[int, Any] = {}
+    deadline = time.monotonic() + 600
+    while len(by_rank) < len(procs):  # bounded; a dead rank ends the wait at once
+        try:
+            rank, results = out.get(timeout=1.0)
+            by_rank[rank] = results
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise SystemExit(f"bench_tp_broadcast: a rank failed (exit codes {dead})") from None
     for p in procs:
         p.join(timeout=60)
     if args.json:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
-
-from pydantic import SecretStr
+from typing import TYPE_CHECKING, Any
 
 from qr_sampler.addresses import address_problem
 from qr_sampler.errors import QRSamplerError
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: Largest reply the server produces even without a configured cap: stays below gRPC's default
@@ -35,7 +36,7 @@ class ServerConfig:
     address: str = _option(
         DEFAULT_ADDRESS, "Where to listen: host:port, [::1]:port or unix:///path "
         "(port 0 picks a free port). Only loopback unless you name another address.")
-    api_key: SecretStr = field(default_factory=lambda: SecretStr(""),
+    api_key: SecretStr = field(default_factory=lambda: _secret(""),
                                metadata={"help": "API key clients must send (secret)."})
     api_key_header: str = _option(
         "api-key", "Metadata header carrying the API key (lowercase). A call without it gets "
@@ -59,7 +60,7 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):  # a plain string would show in repr(): wrap it
-            object.__setattr__(self, "api_key", SecretStr(self.api_key))
+            object.__setattr__(self, "api_key", _secret(self.api_key))
         problems = self.problems()
         if problems:
             raise EntropyServerError("; ".join(problems),
@@ -113,6 +114,14 @@ def api_key_from_env(variable: str) -> SecretStr:
     from qr_sampler.envkeys import api_key_from_env as read_key
 
     try:
-        return SecretStr(read_key(variable))
+        return _secret(read_key(variable))
     except ApiKeyVariableError as exc:
         raise EntropyServerError(exc.message, hint=exc.hint) from None
+
+
+def _secret(value: str) -> SecretStr:
+    """Wrap a key so no repr shows it; pydantic is imported here, not when the module loads
+    (command lines import this module for their --help)."""
+    from pydantic import SecretStr
+
+    return SecretStr(value)
