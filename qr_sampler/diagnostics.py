@@ -19,6 +19,7 @@ tokens with totals; ``full`` — one INFO line per token (for debugging; slow).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -240,6 +241,9 @@ class TokenRecorder:
                     target=self._run, name="qr-sampler-records", daemon=True
                 )
                 self._thread.start()
+                # vLLM never closes logits processors: write what is queued, and end the chain
+                # with its closing event, when the engine process exits normally.
+                atexit.register(self.close)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -424,6 +428,7 @@ class TokenRecorder:
                 return
             self._closed = True
             thread = self._thread
+        atexit.unregister(self.close)
         if thread is not None:
             self.flush()
             self._queue.put(None)
