@@ -147,7 +147,7 @@ class TokenRecorder:
         """Count one step and queue it for the writer. Cheap; never raises on I/O."""
         batch = result.batch
         sampled = len(batch.rows)
-        entropy_rows = int(np.count_nonzero(batch.counts))
+        entropy_rows = len(batch.entropy_rows)
         fetched = result.entropy
         failed = result.error is not None or (fetched is not None and fetched.fallback)
         fallback = entropy_rows if failed else 0
@@ -286,7 +286,7 @@ class TokenRecorder:
         batch = result.batch
         fetched = result.entropy
         counts = batch.counts
-        entropy_rows = np.flatnonzero(counts)
+        entropy_rows = batch.entropy_rows
         hashes = ['""'] * len(counts)
         refs = ['""'] * len(counts)
         if fetched is not None and len(entropy_rows):

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -69,9 +70,9 @@ class SamplingBatch:
     bypass_rows: np.ndarray  # int64: rows left to the engine by request
     bypass_ids: np.ndarray  # object: their request ids
 
-    @property
+    @cached_property
     def entropy_rows(self) -> np.ndarray:
-        """Indices into ``rows`` of the rows that need entropy."""
+        """Indices into ``rows`` of the rows that need entropy (once per batch)."""
         return np.flatnonzero(self.counts)
 
     @classmethod
@@ -175,14 +176,18 @@ class TokenSampler:
         self.run_id = run_id or os.urandom(8).hex()
         self.steps = 0
         self._run_bytes = self.run_id.encode()
-        self._previous_tokens = b""
+        # The previous step's chosen ids, where that step left them: read when the next nonce
+        # is made, by which time the engine has long finished that step (no sync per step).
+        self._previous_tokens: torch.Tensor | None = None
+        self._pinned_u: torch.Tensor | None = None
         self._fetcher = _FetchWorker(source) if concurrent_fetch else None
 
     def nonce_for(self, step: int) -> bytes:
         """SHA-256 over the run id, the step and the previous step's chosen token ids."""
         h = hashlib.sha256(self._run_bytes)
         h.update(step.to_bytes(8, "little"))
-        h.update(self._previous_tokens)
+        if self._previous_tokens is not None:
+            h.update(self._previous_tokens.cpu().numpy().astype("<i8").tobytes())
         return h.digest()
 
     def sample(
@@ -226,10 +231,7 @@ class TokenSampler:
                 # request's stop token where one is known.
                 forced_stop[entropy_rows] = True
                 u[entropy_rows] = 0.0
-        u_device = torch.from_numpy(u)
-        if sub.device.type != "cpu":
-            u_device = u_device.pin_memory().to(sub.device, non_blocking=True)
-        selection = choose(candidates, u_device)
+        selection = choose(candidates, self._u_on(sub.device, u))
         token_ids = selection.token_ids
         if forced_stop.any():
             token_ids = self._stop_tokens(token_ids, batch, forced_stop)
@@ -257,10 +259,23 @@ class TokenSampler:
         )
         if self.recorder is not None and self.recorder.wants_records:
             result.entropy_nats = candidates.entropy()
-        self._previous_tokens = _token_bytes(token_ids)
+        self._previous_tokens = token_ids
         if self.recorder is not None:
             self.recorder.submit(result)
         return result
+
+    def _u_on(self, device: torch.device, u: np.ndarray) -> torch.Tensor:
+        """u on the logits' device; on an accelerator through one reused pinned buffer, so
+        the copy is non-blocking and no step allocates page-locked memory. (The buffer is
+        rewritten only at the next step, after the engine synchronised on this one.)"""
+        host = torch.from_numpy(u)
+        if device.type == "cpu":
+            return host
+        if self._pinned_u is None or self._pinned_u.numel() < len(u):
+            self._pinned_u = torch.empty(max(len(u), 256), dtype=torch.float64, pin_memory=True)
+        staged = self._pinned_u[: len(u)]
+        staged.copy_(host)  # in place: our own pinned staging buffer
+        return staged.to(device, non_blocking=True)
 
     def _start_fetch(
         self, batch: SamplingBatch, rows: np.ndarray, nonce: bytes
@@ -303,14 +318,6 @@ def per_row_tokens(token_ids: torch.Tensor, batch: SamplingBatch, rows: int) -> 
     out = torch.full((rows,), NOT_FORCED, dtype=torch.int64, device=token_ids.device)
     out.index_copy_(0, batch.row_index, token_ids)  # in place on our own fresh tensor
     return out
-
-
-def _token_bytes(token_ids: torch.Tensor) -> bytes:
-    """The chosen ids as little-endian int64 bytes, for the next step's nonce."""
-    if token_ids.device.type != "cpu":
-        # The previous step's ids: by the next step the engine has long synchronised.
-        token_ids = token_ids.to("cpu", non_blocking=False)
-    return bytes(token_ids.numpy().astype("<i8").tobytes())
 
 
 class _FetchJob:

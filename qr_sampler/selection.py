@@ -393,19 +393,19 @@ def shape(logits: torch.Tensor, params: SelectionParams) -> Candidates:
     counts = params.candidate_counts(vocab)
     bounded = counts <= min(BOUNDED_K_LIMIT, vocab - 1)
     if bounded.all():
-        return Candidates((_shape_bounded(logits, params, int(counts.max(initial=1)), None),), rows)
+        return Candidates((_shape_bounded(logits, params, counts, None),), rows)
     if not bounded.any():
         return Candidates((_shape_full(logits, params, None),), rows)
-    groups = []
-    for members in (np.flatnonzero(bounded), np.flatnonzero(~bounded)):
-        index = torch.from_numpy(members).to(logits.device, non_blocking=True)
-        sub = params.subset(members, index)
-        part = logits.index_select(0, index)
-        if members is not None and bounded[members[0]]:
-            groups.append(_shape_bounded(part, sub, int(counts[members].max()), index))
-        else:
-            groups.append(_shape_full(part, sub, index))
-    return Candidates(tuple(groups), rows)
+    low, high = np.flatnonzero(bounded), np.flatnonzero(~bounded)
+    low_index = torch.from_numpy(low).to(logits.device, non_blocking=True)
+    high_index = torch.from_numpy(high).to(logits.device, non_blocking=True)
+    groups = (
+        _shape_bounded(logits.index_select(0, low_index), params.subset(low, low_index),
+                       counts[low], low_index),
+        _shape_full(logits.index_select(0, high_index), params.subset(high, high_index),
+                    high_index),
+    )  # fmt: skip
+    return Candidates(groups, rows)
 
 
 def _temperatures(
@@ -425,15 +425,17 @@ def _temperatures(
 
 
 def _shape_bounded(
-    logits: torch.Tensor, params: SelectionParams, k: int, rows: torch.Tensor | None
+    logits: torch.Tensor, params: SelectionParams, counts: np.ndarray, rows: torch.Tensor | None
 ) -> CandidateGroup:
-    """Block-pruned top-k (k = the group's largest), then float64 over those k only."""
+    """Block-pruned top-k (k = the group's largest of ``counts``, the rows' candidate counts on
+    the host), then float64 over those k only."""
+    k = int(counts.max(initial=1))
     values, token_ids = top_candidates(logits, k)
     temperature, inv_temperature, edt_entropy = _temperatures(logits, params)
     x = values.double() * inv_temperature.unsqueeze(1)
     # In place on our own float64 copy: drop positions past each row's k (when rows differ in
     # k; the host knows), and NaN logits.
-    if not (params.candidate_counts(logits.shape[1]) == k).all():
+    if not (counts == k).all():
         x.masked_fill_(params.beyond_k(k), float("-inf"))
     x.nan_to_num_(nan=float("-inf"))
     probs = _filter(torch.softmax(x, dim=1), params)
