@@ -163,31 +163,32 @@ class TokenRecorder:
         self, step: int, request_ids: Sequence[str], config_hashes: Sequence[str], reason: str
     ) -> None:
         """Record rows that a failed step left to the engine's own sampler (token_id -1)."""
-        self._count(len(request_ids), len(request_ids), 0)
+        n = len(request_ids)
+        self._count(n, n, 0)
         if self.metrics is not None:
             self.metrics.on_step(
-                tokens_by_source={"vllm": len(request_ids)}, fallback_kind="error",
-                fallback_tokens=len(request_ids), left_to_vllm=len(request_ids),
-                bytes_fetched=0, fetch_latency_s=None,
+                tokens_by_source={"vllm": n}, fallback_kind="error", fallback_tokens=n,
+                left_to_vllm=n, bytes_fetched=0, fetch_latency_s=None,
             )  # fmt: skip
-        if not self.wants_records:
-            return
-        now = time.time_ns()
-        records = [
-            _left_record(self.run_id, step, rid, chash, reason, "error", True, now)
-            for rid, chash in zip(request_ids, config_hashes, strict=True)
-        ]
-        self._enqueue(records)
+        self._enqueue_left(step, request_ids, config_hashes, reason, "error", fallback=True)
 
     def bypassed(self, step: int, request_ids: Sequence[str]) -> None:
         """Record rows whose requests opted out (``qr_bypass``) in a step nothing else sampled."""
         self._count(len(request_ids), 0, 0)
-        if self.wants_records and request_ids:
-            now = time.time_ns()
-            self._enqueue([
-                _left_record(self.run_id, step, rid, "", "qr_bypass", "", False, now)
-                for rid in request_ids
-            ])  # fmt: skip
+        self._enqueue_left(step, request_ids, [""] * len(request_ids), "qr_bypass", "",
+                           fallback=False)  # fmt: skip
+
+    def _enqueue_left(
+        self, step: int, request_ids: Sequence[str], config_hashes: Sequence[str], reason: str,
+        kind: str, *, fallback: bool,
+    ) -> None:  # fmt: skip
+        if not self.wants_records or not request_ids:
+            return
+        now = time.time_ns()
+        self._enqueue([
+            _left_record(self.run_id, step, rid, chash, reason, kind, fallback, now)
+            for rid, chash in zip(request_ids, config_hashes, strict=True)
+        ])  # fmt: skip
 
     def _count(self, tokens: int, fallback: int, stops: int) -> None:
         with self._lock:

@@ -81,6 +81,16 @@ class SlotTable:
         self.config_hash = grown(get("config_hash"), "", object)
         self._capacity = capacity
         self._device_dirty = True
+        if self.device.type != "cpu":
+            # The device mirror and its pinned staging buffers: allocated here, once per size,
+            # so a change costs two host copies and two non-blocking device copies.
+            self._staged_floats = torch.empty(
+                (len(FLOAT_FIELDS), capacity), dtype=torch.float64, pin_memory=True
+            )
+            self._staged_ints = torch.empty((3, capacity), dtype=torch.int64, pin_memory=True)
+            self._staged_index = torch.empty(capacity, dtype=torch.int64, pin_memory=True)
+            self._device_floats = torch.empty_like(self._staged_floats, device=self.device)
+            self._device_ints = torch.empty_like(self._staged_ints, device=self.device)
 
     def _write(self, slot: int, state: RequestState | None) -> None:
         if slot >= self._capacity:
@@ -194,7 +204,9 @@ class SlotTable:
             return SelectionParams.from_host(host_floats, top_k, greedy, edt, self.device)
         if self._device_dirty:
             self._sync_device()
-        index = torch.from_numpy(chosen).pin_memory().to(self.device, non_blocking=True)
+        staged = self._staged_index[: len(chosen)]
+        staged.copy_(torch.from_numpy(chosen))  # in place: our own pinned staging buffer
+        index = staged.to(self.device, non_blocking=True)
         return SelectionParams(
             floats=self._device_floats.index_select(1, index),
             ints=self._device_ints.index_select(1, index),
@@ -205,13 +217,13 @@ class SlotTable:
         )
 
     def _sync_device(self) -> None:
-        """One non-blocking copy of the selection columns, only after a change."""
-        floats = torch.from_numpy(self.floats).pin_memory()
-        ints = torch.from_numpy(
-            np.stack([self.top_k, self.greedy, self.edt]).astype(np.int64)
-        ).pin_memory()
-        self._device_floats = floats.to(self.device, non_blocking=True)
-        self._device_ints = ints.to(self.device, non_blocking=True)
+        """Refresh the device mirror of the selection columns, only after a change: host copies
+        into the pinned staging buffers, then non-blocking copies (in place, persistent)."""
+        self._staged_floats.copy_(torch.from_numpy(self.floats))
+        ints = self._staged_ints.numpy()
+        ints[0], ints[1], ints[2] = self.top_k, self.greedy, self.edt
+        self._device_floats.copy_(self._staged_floats, non_blocking=True)
+        self._device_ints.copy_(self._staged_ints, non_blocking=True)
         self._device_dirty = False
 
     def rows_of(self, layout: np.ndarray | tuple[int, ...], rows: np.ndarray) -> list[RequestState]:

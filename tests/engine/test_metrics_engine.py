@@ -56,9 +56,7 @@ def test_multiprocess_mode_puts_the_plugins_series_on_vllms_own_metrics(
         "QR_ENTROPY_SOURCE_TYPE": "system",
         "QR_SAMPLE_COUNT": str(SAMPLE_COUNT),
     }
-    server = VllmServer(tiny_model, "tiny", env, tmp_path / "vllm.log")
-    try:
-        server.wait_ready()
+    with VllmServer(tiny_model, "tiny", env, tmp_path / "vllm.log") as server:
         body = server.complete("Hello", max_tokens=MAX_TOKENS, temperature=1.0, ignore_eos=True)
         assert body["usage"]["completion_tokens"] == MAX_TOKENS
         got = until(lambda: vllm_metrics(server), lambda g: system_tokens(g) >= MAX_TOKENS)
@@ -68,5 +66,3 @@ def test_multiprocess_mode_puts_the_plugins_series_on_vllms_own_metrics(
         # Written by the engine core, not by the API server that answers /metrics.
         writers = {p.stem.rsplit("_", 1)[-1] for p in directory.glob("*.db")}
         assert writers - {str(server.proc.pid)}, writers
-    finally:
-        server.stop()

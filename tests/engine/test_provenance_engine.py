@@ -34,28 +34,21 @@ def audited(
     from qr_sampler.server import EntropyServer, ServerConfig
 
     work = tmp_path_factory.mktemp("provenance")
-    switch = ByteSwitch()
-    server = EntropyServer(ServerConfig(address="127.0.0.1:0"), source=switch)
-    server.start()
     metrics_port = free_port()
-    env = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": server.address,
-        "QR_FALLBACK_MODE": "error",
-        "QR_SAMPLE_COUNT": "2048",
-        "QR_DIAGNOSTICS_PATH": str(work / "diag.jsonl"),
-        "QR_ENTROPY_ARCHIVE_PATH": str(work / "archive"),
-        "QR_METRICS_PORT": str(metrics_port),
-        "QR_GRPC_TIMEOUT_MS": "1000",
-        "QR_GRPC_RETRY_COUNT": "0",
-    }
-    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log")
-    try:
-        vllm.wait_ready()
-        yield {"vllm": vllm, "server": server, "work": work, "metrics_port": metrics_port}
-    finally:
-        vllm.stop()
-        server.stop(0)
+    with EntropyServer(ServerConfig(address="127.0.0.1:0"), source=ByteSwitch()) as server:
+        env = {
+            "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
+            "QR_GRPC_SERVER_ADDRESS": server.address,
+            "QR_FALLBACK_MODE": "error",
+            "QR_SAMPLE_COUNT": "2048",
+            "QR_DIAGNOSTICS_PATH": str(work / "diag.jsonl"),
+            "QR_ENTROPY_ARCHIVE_PATH": str(work / "archive"),
+            "QR_METRICS_PORT": str(metrics_port),
+            "QR_GRPC_TIMEOUT_MS": "1000",
+            "QR_GRPC_RETRY_COUNT": "0",
+        }
+        with VllmServer(tiny_model, "tiny", env, work / "vllm.log") as vllm:
+            yield {"vllm": vllm, "server": server, "work": work, "metrics_port": metrics_port}
 
 
 def _qrs(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,14 +57,11 @@ def _qrs(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _tokens(path: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(path) if r.get("kind") == "token"]
-
 
 def _wait_for(path: Path, at_least: int, within_s: float = 10.0) -> list[dict[str, Any]]:
     """Records are written just after their step: wait (bounded) until they are all there."""
     deadline = time.monotonic() + within_s
-    while len(records := _tokens(path)) < at_least and time.monotonic() < deadline:
+    while len(records := read_records(path)) < at_least and time.monotonic() < deadline:
         time.sleep(0.1)
     return records
 

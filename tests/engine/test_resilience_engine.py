@@ -91,14 +91,11 @@ def resilient(
             entropy.kill()
 
 
-def _tokens(diagnostics: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(diagnostics) if r.get("kind") == "token"]
-
 
 def _wait_for_records(diagnostics: Path, at_least: int, within_s: float = 10.0) -> None:
     """The recorder writes shortly after each step: wait (bounded) for the last ones."""
     deadline = time.monotonic() + within_s
-    while len(_tokens(diagnostics)) < at_least and time.monotonic() < deadline:
+    while len(read_records(diagnostics)) < at_least and time.monotonic() < deadline:
         time.sleep(0.1)
 
 
@@ -106,7 +103,7 @@ def test_an_outage_mid_generation_is_flagged_and_quantum_returns_within_seconds(
     resilient: tuple[VllmServer, EntropyProcess, Path],
 ) -> None:
     vllm, entropy, diagnostics = resilient
-    before = len(_tokens(diagnostics))
+    before = len(read_records(diagnostics))
     log_start = len(vllm.log_path.read_text(errors="replace").splitlines())
     results: list[dict[str, Any]] = []
     stop = threading.Event()
@@ -137,7 +134,7 @@ def test_an_outage_mid_generation_is_flagged_and_quantum_returns_within_seconds(
     assert results and all(r["status"] == 200 for r in results), results[-1]
     assert all(len(r["body"]["choices"][0]["token_ids"]) == 32 for r in results)
     _wait_for_records(diagnostics, before + 32 * len(results))
-    records = _tokens(diagnostics)[before:]
+    records = read_records(diagnostics)[before:]
     assert len(records) == 32 * len(results)
 
     seconds = [(r["timestamp_ns"] / 1e9, r) for r in records]
@@ -176,7 +173,7 @@ def test_hostile_request_values_are_refused_or_harmless_to_the_batch(
 
     # A temperature too small to divide by is greedy (as vLLM treats it), and a neighbour in
     # the same batch is unaffected: its tokens still come from the server's bytes.
-    before = len(_tokens(diagnostics))
+    before = len(read_records(diagnostics))
     with ThreadPoolExecutor(max_workers=2) as pool:
         tiny_t = pool.submit(vllm.complete, "The capital", max_tokens=8, ignore_eos=True,
                              return_token_ids=True, vllm_xargs={"qr_fixed_temperature": 1e-320})
@@ -184,7 +181,7 @@ def test_hostile_request_values_are_refused_or_harmless_to_the_batch(
                              return_token_ids=True, temperature=1.0)
         greedy_body, normal_body = tiny_t.result(), normal.result()
     _wait_for_records(diagnostics, before + 16)
-    records = _tokens(diagnostics)[before:]
+    records = read_records(diagnostics)[before:]
     greedy = [r for r in records if r["request_id"] == greedy_body["id"] + "-0"]
     other = [r for r in records if r["request_id"] == normal_body["id"] + "-0"]
     assert len(greedy) == 8 and all(r["greedy"] and r["rank"] == 0 for r in greedy)

