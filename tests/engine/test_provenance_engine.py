@@ -136,7 +136,7 @@ def test_sampler_metrics_are_served(audited: dict[str, Any]) -> None:
     assert "qr_sampler_fetch_latency_seconds_bucket" in text
     assert "qr_sampler_circuit_breaker_state" in text
     # Without PROMETHEUS_MULTIPROC_DIR the engine process cannot reach vLLM's own endpoint
-    # (tests/engine/test_metrics_engine.py shows the multiprocess case).
+    # (tests/engine/test_resilience_engine.py shows the multiprocess case).
     with urllib.request.urlopen(vllm.base + "/metrics", timeout=10) as response:
         assert "qr_sampler_" not in response.read().decode()
 

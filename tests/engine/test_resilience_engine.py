@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,7 @@ import grpc
 import pytest
 
 from tests.engine.servers import VllmServer, free_port, read_records
+from tests.sampler.metrics_scrape import parse, series_named
 
 pytestmark = pytest.mark.slow
 
@@ -74,22 +76,22 @@ def resilient(
     entropy = EntropyProcess(free_port(), work / "entropy.log")
     entropy.start()
     diagnostics = work / "tokens.jsonl"
+    (work / "prom").mkdir()
     env = {
         "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
         "QR_GRPC_SERVER_ADDRESS": entropy.address,
         "QR_FALLBACK_MODE": "system",
         "QR_SAMPLE_COUNT": "1024",
         "QR_DIAGNOSTICS_PATH": str(diagnostics),
+        # Prometheus multiprocess mode (test_the_plugins_series_are_on_vllms_own_metrics).
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "prom"),
     }
-    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log")
     try:
-        vllm.wait_ready()
-        yield vllm, entropy, diagnostics
+        with VllmServer(tiny_model, "tiny", env, work / "vllm.log") as vllm:
+            yield vllm, entropy, diagnostics
     finally:
-        vllm.stop()
         if entropy.proc is not None and entropy.proc.poll() is None:
             entropy.kill()
-
 
 
 def _wait_for_records(diagnostics: Path, at_least: int, within_s: float = 10.0) -> None:
@@ -122,7 +124,8 @@ def test_an_outage_mid_generation_is_flagged_and_quantum_returns_within_seconds(
         time.sleep(2.0)  # quantum tokens flow
         killed_at = entropy.kill()
         time.sleep(OUTAGE_S)
-        back_at = entropy.start()
+        restarting_at = time.time()  # no server can answer before this
+        back_at = entropy.start()  # it answers by this (the check polls, so a little later)
         time.sleep(RECOVERY_BOUND_S + 2.0)  # long enough to see the recovery, whenever it is
     finally:
         stop.set()
@@ -139,7 +142,7 @@ def test_an_outage_mid_generation_is_flagged_and_quantum_returns_within_seconds(
 
     seconds = [(r["timestamp_ns"] / 1e9, r) for r in records]
     # Tokens chosen while the server was down are all flagged (none claims to be quantum).
-    during = [r for t, r in seconds if killed_at + 0.5 < t < back_at]
+    during = [r for t, r in seconds if killed_at + 0.5 < t < restarting_at]
     assert during, "no tokens were generated during the outage"
     assert all(r["fallback"] and r["source"] == "system" for r in during)
     # Quantum tokens come back within the bound after the server's return.
@@ -187,3 +190,27 @@ def test_hostile_request_values_are_refused_or_harmless_to_the_batch(
     assert len(greedy) == 8 and all(r["greedy"] and r["rank"] == 0 for r in greedy)
     assert len(other) == 8 and all(r["source"] == "quantum_grpc" for r in other)
     assert [r["token_id"] for r in other] == normal_body["choices"][0]["token_ids"]
+
+
+def test_the_plugins_series_are_on_vllms_own_metrics_in_multiprocess_mode(
+    resilient: tuple[VllmServer, EntropyProcess, Path],
+) -> None:
+    """vLLM serves /metrics from its API server; the plugin counts in the engine core. With
+    PROMETHEUS_MULTIPROC_DIR both write to files there, and vLLM's endpoint reads them all.
+    (Without it the series are on QR_METRICS_PORT: tests/engine/test_provenance_engine.py.)"""
+    vllm, _, diagnostics = resilient
+    body = vllm.complete("Metrics", max_tokens=4, temperature=1.0, ignore_eos=True)
+    assert body["usage"]["completion_tokens"] == 4
+
+    def quantum_tokens() -> float:
+        with urllib.request.urlopen(vllm.base + "/metrics", timeout=10) as reply:
+            got = parse(reply.read().decode("utf-8"))
+        return series_named(got, "qr_sampler_tokens_total").get((("source", "quantum_grpc"),), 0)
+
+    deadline = time.monotonic() + 30  # multiprocess files are written every 2 s
+    while quantum_tokens() < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert quantum_tokens() >= 4, vllm.log_tail()
+    # Written by the engine core, not by the API server that answers /metrics.
+    writers = {p.stem.rsplit("_", 1)[-1] for p in (diagnostics.parent / "prom").glob("*.db")}
+    assert writers - {str(vllm.proc.pid)}, writers
