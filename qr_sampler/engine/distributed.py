@@ -137,15 +137,15 @@ class ReplicaLink:
         )
         return cls(layout, {"tp": tp, "pp": pp})
 
-    def exchange(self, token_ids: torch.Tensor | None, rows: int, device: torch.device) -> (
-        torch.Tensor | None
-    ):
+    def exchange(
+        self, token_ids: torch.Tensor | None, rows: int, device: torch.device
+    ) -> torch.Tensor | None:
         """Every rank's tokens for this step: the drawer's ``token_ids`` (int64 [rows]).
 
         The drawer passes its tokens (None when it forces nothing this step: then -1 rows are
-        sent, so the collective still runs); followers pass None and receive. Returns None when
-        nothing is to be forced. Never raises: a failed collective is logged and counted, and
-        this step's rows are left to vLLM (the engine may still fail on its own next collective).
+        sent, so the collective still runs); followers pass None and receive. Never raises: a
+        failed collective is logged and counted and returns None, which leaves this step's
+        rows to vLLM (the engine may still fail on its own next collective).
         """
         if not self.plan:
             return token_ids

@@ -118,8 +118,9 @@ class EngineStep:
     ) -> torch.Tensor | None:
         """Choose (and with ``force`` force) every sampled row's token. Never raises.
 
-        Returns the chosen token of every logits row (int64 [B] on the logits' device, -1
-        where not forced), or None when no row is forced this step.
+        Without ``force``: the chosen token of every logits row (int64 [B] on the logits'
+        device, -1 where not forced), or None when no row is forced this step. With ``force``
+        the rows are forced here and None is returned.
         """
         batch: SamplingBatch | None = None
         saved: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -148,6 +149,8 @@ class EngineStep:
             )
             result = self.sampler.sample(logits, batch, positions, force=force)
             self.steps += 1
+            if force:  # already forced: nothing to hand on
+                return None
             return per_row_tokens(result.device_token_ids, batch, logits.shape[0])
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
