@@ -7,8 +7,8 @@ Per step (``TokenSampler.sample``):
 2. this thread shapes every sampled row's distribution (selection.shape);
 3. amplify each row's bytes to u (amplification.amplify), on the host, into a reused buffer;
 4. choose each row's token (selection.choose);
-5. force it: the row becomes one-hot in place (optional: a tensor-parallel engine forces on
-   every rank itself);
+5. force it: the row becomes one-hot, in place or on a reused canvas (:mod:`qr_sampler.canvas`);
+   optional: a tensor-parallel engine forces on every rank itself;
 6. hand the step's columnar result to the recorder, which builds records off this thread only
    when a sink wants them.
 
@@ -38,9 +38,10 @@ import numpy as np
 import torch
 
 from qr_sampler.amplification import Amplified, amplify
+from qr_sampler.canvas import Forcing, force_in_place
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyError
-from qr_sampler.selection import NOT_FORCED, SelectionParams, choose, force_rows, shape
+from qr_sampler.selection import NOT_FORCED, SelectionParams, choose, shape
 from qr_sampler.types import EntropyBatch, SamplingConfig
 
 if TYPE_CHECKING:
@@ -161,6 +162,8 @@ class TokenSampler:
     """Runs the per-step pipeline for any engine. One step at a time (not re-entrant).
 
     ``run_id`` names this sampler's run in the nonces (a fresh random id by default).
+    ``forcing`` makes the chosen rows one-hot (in place by default; see :mod:`qr_sampler.canvas`);
+    after a forcing step, :attr:`forced_logits` is the tensor the engine should use.
     """
 
     def __init__(
@@ -170,8 +173,11 @@ class TokenSampler:
         *,
         run_id: str | None = None,
         concurrent_fetch: bool = True,
+        forcing: Forcing = force_in_place,
     ) -> None:
         self.source = source
+        self.forcing = forcing
+        self.forced_logits: torch.Tensor | None = None
         self.recorder = recorder
         self.run_id = run_id or os.urandom(8).hex()
         self.steps = 0
@@ -206,6 +212,7 @@ class TokenSampler:
         """
         self.steps += 1
         step = self.steps
+        self.forced_logits = None
         entropy_rows = batch.entropy_rows
         nonce = self.nonce_for(step) if len(entropy_rows) else b""
         job = self._start_fetch(batch, entropy_rows, nonce) if len(entropy_rows) else None
@@ -236,7 +243,9 @@ class TokenSampler:
         if forced_stop.any():
             token_ids = self._stop_tokens(token_ids, batch, forced_stop)
         if force:
-            force_rows(logits, per_row_tokens(token_ids, batch, logits.shape[0]))
+            self.forced_logits = self.forcing(
+                logits, per_row_tokens(token_ids, batch, logits.shape[0])
+            )
 
         result = StepResult(
             step=step,

@@ -232,6 +232,16 @@ class Settings(BaseSettings):
     )
     bypass: bool = _setting(False, "Leave the request to vLLM's own sampling.", per_request=True)
 
+    # --- engine -------------------------------------------------------------------------------
+    one_hot_canvas: Literal["auto", "on", "off"] = _setting(
+        "auto",
+        "How the V1 adapter hands vLLM the forced rows on a CPU: auto = on a reused one-hot "
+        "canvas when the logits have at least 1M elements and nothing after the plugin can write "
+        "into them (no reasoning config, no speculative decoding, no other custom logits "
+        "processor), else in place; on = the canvas whenever that is safe, whatever the size; "
+        "off = always in place.",
+    )
+
     # --- diagnostics --------------------------------------------------------------------------
     log_level: Literal["none", "summary", "full"] = _setting(
         "summary", "none, summary (periodic totals) or full (one log line per token)."

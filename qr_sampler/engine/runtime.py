@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qr_sampler.engine.requests import stamp_request_id, validate_request
 from qr_sampler.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from qr_sampler.canvas import Forcing
 
 #: vLLM releases whose logits-processor interfaces this package implements and tests:
 #: lower bound inclusive, upper bound exclusive (same as the ``[engine]`` extra).
@@ -42,6 +45,56 @@ def max_requests(vllm_config: Any) -> int:
     scheduler = getattr(vllm_config, "scheduler_config", None)
     value = getattr(scheduler, "max_num_seqs", None)
     return int(value) if isinstance(value, int) and value > 0 else 256
+
+
+def engine_forcing(settings: Settings, vllm_config: Any, device: Any) -> tuple[Forcing, str]:
+    """The V1 adapter's forcing (``QR_ONE_HOT_CANVAS``) and a phrase for the start-up line."""
+    from qr_sampler.canvas import OneHotCanvas, force_in_place
+
+    if settings.one_hot_canvas == "off":
+        return force_in_place, "forcing in place (QR_ONE_HOT_CANVAS=off)"
+    safe, why = canvas_is_safe(vllm_config, device)
+    if not safe:
+        return force_in_place, why
+    if settings.one_hot_canvas == "on":
+        return OneHotCanvas(min_elements=0), why
+    return OneHotCanvas(), f"{why} from 1M logits"
+
+
+def canvas_is_safe(vllm_config: Any, device: Any) -> tuple[bool, str]:
+    """Whether the V1 adapter may hand vLLM a reused one-hot canvas instead of forcing the
+    logits in place (:mod:`qr_sampler.canvas`), and why (for the start-up line).
+
+    Only when nothing that runs after our processor can write a finite value where the canvas
+    holds ``-inf``: on the host, without the thinking-budget forcer (reasoning config), without
+    speculative decoding, and with no other custom logits processor (one could run after ours).
+    """
+    if getattr(device, "type", str(device)) != "cpu":
+        return False, "forcing in place (on an accelerator the full write is cheap)"
+    if getattr(vllm_config, "reasoning_config", None) is not None:
+        return False, "forcing in place (the thinking budget writes into forced logits)"
+    if getattr(vllm_config, "speculative_config", None) is not None:
+        return False, "forcing in place (speculative decoding)"
+    others = _other_logits_processors(vllm_config)
+    if others:
+        return False, f"forcing in place (other logits processors: {', '.join(others)})"
+    return True, "forcing on a reused one-hot canvas"
+
+
+def _other_logits_processors(vllm_config: Any) -> list[str]:
+    """Custom logits processors vLLM loads besides ours (entry points, ``--logits-processors``)."""
+    from importlib.metadata import entry_points
+
+    names = [
+        ep.value for ep in entry_points(group="vllm.logits_processors")
+        if not ep.value.startswith("qr_sampler.")
+    ]  # fmt: skip
+    configured = getattr(getattr(vllm_config, "model_config", None), "logits_processors", None)
+    for item in configured or ():
+        name = item if isinstance(item, str) else f"{item.__module__}.{item.__qualname__}"
+        if not name.startswith("qr_sampler."):
+            names.append(name)
+    return names
 
 
 def model_name(vllm_config: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qr_sampler.canvas import Forcing, force_in_place
 from qr_sampler.diagnostics import TokenRecorder
 from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.penalties import PenaltyPlan, penalize_rows, plan_penalties
@@ -36,7 +37,6 @@ from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.registry import build_entropy_source
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.sampler import SamplingBatch, TokenSampler, per_row_tokens
-from qr_sampler.selection import force_rows
 from qr_sampler.settings import Settings
 
 logger = logging.getLogger("qr_sampler.engine")
@@ -76,8 +76,10 @@ class EngineStep:
         link: ReplicaLink | None = None,
         capacity: int = 256,
         model: str = "",
+        forcing: Forcing = force_in_place,
     ) -> None:
         self.settings = settings
+        self.forcing = forcing
         self.device = torch.device(device)
         self.apply_penalties = apply_penalties
         self.link = link or ReplicaLink.single()
@@ -92,23 +94,28 @@ class EngineStep:
         if self.link.draws:
             source = build_entropy_source(settings)
             self.recorder = _recorder(settings, source, self.link, model)
-            self.sampler = TokenSampler(source, self.recorder, run_id=self.recorder.run_id)
+            self.sampler = TokenSampler(
+                source, self.recorder, run_id=self.recorder.run_id, forcing=forcing
+            )
         else:
             self.sampler = TokenSampler(_NoEntropy(), None, concurrent_fetch=False)
 
     def run(self, logits: torch.Tensor, layout: np.ndarray) -> torch.Tensor:
         """Force a token in every sampled row of ``logits`` [B, V]; ``layout[row]`` = slot.
 
-        Returns ``logits`` (modified in place). Never raises.
+        Returns the logits vLLM should use: ``logits`` forced in place, or the adapter's canvas
+        (:mod:`qr_sampler.canvas`); ``logits`` untouched when nothing was forced. Never raises.
         """
         if not self.link.plan:
             self._draw(logits, layout, force=True)
-            return logits
+            forced = self.sampler.forced_logits
+            self.sampler.forced_logits = None  # hold no tensor of the engine's past this step
+            return logits if forced is None else forced
         token_ids = self._draw(logits, layout, force=False) if self.link.draws else None
         token_ids = self.link.exchange(token_ids, logits.shape[0], logits.device)
         if token_ids is not None:
             try:
-                force_rows(logits, token_ids)
+                return self.forcing(logits, token_ids)
             except Exception as exc:  # the engine dies on any exception here
                 self.log_once("force", f"could not force the replica's tokens: {exc!r}")
         return logits

@@ -5,9 +5,13 @@ Contract with vLLM (``vllm/v1/sample/logits_processor/interface.py``):
 - ``update_state(batch_update)`` runs before every step; ``None`` means "nothing changed".
   Changes are applied removed → added → moved (see :mod:`qr_sampler.engine.slots`).
 - ``apply(logits)`` gets ``logits`` [num_reqs, V] in persistent-batch order and runs *before*
-  vLLM's penalties and temperature; we apply the rows' penalties ourselves, choose, and make
-  each sampled row one-hot, which every later vLLM stage (penalties, temperature, min-p,
-  top-k/top-p, greedy argmax or random draw) leaves with the same single finite token.
+  vLLM's penalties and temperature; we apply the rows' penalties ourselves, choose, and return
+  the rows one-hot, which every later vLLM stage (penalties, temperature, min-p, top-k/top-p,
+  greedy argmax or random draw) leaves with the same single finite token. vLLM uses the tensor
+  ``apply`` returns: on the host, when nothing after us can write into it
+  (:func:`~qr_sampler.engine.runtime.canvas_is_safe`), that is a reused one-hot canvas and the
+  input logits are left as they were (:mod:`qr_sampler.canvas`); otherwise the input, forced
+  in place.
 - ``is_argmax_invariant()`` is False: forcing changes the argmax, so vLLM must call ``apply``
   even when every request is greedy.
 
@@ -26,6 +30,7 @@ from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
 from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
+    engine_forcing,
     engine_settings,
     log_startup,
     max_requests,
@@ -47,6 +52,7 @@ class QRSamplerV1Processor(V1LogitsProcessor):
         route_logs_through_vllm()
         settings = engine_settings()
         link = ReplicaLink.from_vllm(vllm_config)
+        forcing, how = engine_forcing(settings, vllm_config, device)
         self.step = EngineStep(
             settings,
             device,
@@ -54,8 +60,10 @@ class QRSamplerV1Processor(V1LogitsProcessor):
             link=link,
             capacity=max_requests(vllm_config),
             model=model_name(vllm_config),
+            forcing=forcing,
         )
-        log_startup("V1 model runner", settings, link.describe())
+        role = ", ".join(part for part in (link.describe(), how) if part)
+        log_startup("V1 model runner", settings, role)
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:

@@ -81,6 +81,9 @@ def tiny_server(
             "QR_SAMPLE_COUNT": "1024",
             "QR_TOP_K": "2",
             "QR_TOP_P": "1",
+            # The tiny model's logits are far below the canvas's size rule: force its use, so
+            # every real-engine test here runs on the canvas (the other servers force in place).
+            "QR_ONE_HOT_CANVAS": "on",
             "QR_DIAGNOSTICS_PATH": str(work / "diag.jsonl"),
             "QR_ENTROPY_ARCHIVE_PATH": str(work / "archive"),
             "QR_METRICS_PORT": str(metrics_port),

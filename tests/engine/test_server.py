@@ -62,6 +62,7 @@ def test_startup_logs_the_supported_version(served: tuple[VllmServer, Any, Any, 
     log = vllm.log_path.read_text(errors="replace")
     assert "qr_sampler 0.1.0 active: vLLM 0.32.0 (supported >=0.32,<0.34), V1 model runner" in log
     assert f"entropy quantum_grpc at {served[1].address}" in log
+    assert "forcing on a reused one-hot canvas," in log  # QR_ONE_HOT_CANVAS=on (conftest)
 
 
 def test_zero_bytes_choose_the_most_probable_token_everywhere(

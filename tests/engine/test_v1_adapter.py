@@ -201,3 +201,69 @@ def test_vllm_frontend_validation_calls_our_validate_params() -> None:
     with pytest.raises(VLLMValidationError, match="qr_top_k"):
         validate_logits_processors_parameters(None, SamplingParams(extra_args={"qr_top_k": -1}))
     validate_logits_processors_parameters(None, SamplingParams(extra_args={"qr_top_k": 3}))
+
+
+def test_apply_returns_one_hot_rows_on_a_canvas_and_leaves_the_input_alone(
+    processor: QRSamplerV1Processor,
+) -> None:
+    """On the host, with no other processor after ours, vLLM gets a reused canvas: only the
+    returned tensor is one-hot, step after step, and an opted-out row is the engine's own."""
+    params = [named("a"), named("b", qr_top_k=3), named("c", qr_bypass=True)]
+    processor.update_state(BatchUpdate(3, [], [add(i, p) for i, p in enumerate(params)], []))
+    from qr_sampler.canvas import CANVAS_FROM_ELEMENTS
+
+    vocab = CANVAS_FROM_ELEMENTS // 2  # large enough that the canvas pays off
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        logits = torch.randn(3, vocab, generator=gen)
+        before = logits.clone()
+        out = processor.apply(logits)
+        assert torch.equal(logits, before)
+        assert torch.isfinite(out).sum(dim=1).tolist() == [1, 1, vocab]
+        assert int(out[1].argmax()) in torch.topk(logits[1], 3).indices.tolist()
+        assert torch.equal(out[2], logits[2])
+        out.div_(0.5)  # vLLM's temperature, in place on what we returned
+    assert processor.step.errors == 0
+
+
+def test_the_canvas_is_used_only_where_nothing_after_us_can_write_into_it() -> None:
+    from types import SimpleNamespace
+
+    from qr_sampler.engine.runtime import canvas_is_safe
+
+    cpu = torch.device("cpu")
+    assert canvas_is_safe(VllmConfig(), cpu)[0] is True
+    assert canvas_is_safe(VllmConfig(), torch.device("cuda"))[0] is False
+
+    def config(**fields: Any) -> SimpleNamespace:
+        base = {"reasoning_config": None, "speculative_config": None, "model_config": None}
+        return SimpleNamespace(**{**base, **fields})
+
+    assert canvas_is_safe(config(reasoning_config=object()), cpu) == (
+        False, "forcing in place (the thinking budget writes into forced logits)"
+    )  # fmt: skip
+    assert canvas_is_safe(config(speculative_config=object()), cpu)[0] is False
+    other = config(model_config=SimpleNamespace(logits_processors=["acme.procs:Bias"]))
+    safe, why = canvas_is_safe(other, cpu)
+    assert safe is False and "acme.procs:Bias" in why
+    ours = config(model_config=SimpleNamespace(logits_processors=[QRSamplerLogitsProcessor]))
+    assert canvas_is_safe(ours, cpu)[0] is True
+
+
+def test_qr_one_hot_canvas_turns_the_canvas_off_or_on_for_any_size() -> None:
+    from qr_sampler.canvas import CANVAS_FROM_ELEMENTS, OneHotCanvas, force_in_place
+    from qr_sampler.engine.runtime import engine_forcing
+    from qr_sampler.settings import settings_from_mapping
+
+    cpu = torch.device("cpu")
+
+    def forcing(mode: str, device: torch.device = cpu) -> Any:
+        settings = settings_from_mapping({"QR_ONE_HOT_CANVAS": mode})
+        return engine_forcing(settings, VllmConfig(), device)
+
+    off, why = forcing("off")
+    assert off is force_in_place and "QR_ONE_HOT_CANVAS=off" in why
+    auto, on = forcing("auto")[0], forcing("on")[0]
+    assert isinstance(auto, OneHotCanvas) and auto.min_elements == CANVAS_FROM_ELEMENTS
+    assert isinstance(on, OneHotCanvas) and on.min_elements == 0
+    assert forcing("on", torch.device("cuda"))[0] is force_in_place  # never where unsafe

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from qr_sampler.entropy.mock import (
     MockUniformEntropySource,
     tilted_byte_probabilities,
 )
-from qr_sampler.entropy.system import SystemEntropySource
+from qr_sampler.entropy.system import PARALLEL_FROM_BYTES, SystemEntropySource
 from qr_sampler.entropy.timing import TimingNoiseEntropySource
 from qr_sampler.errors import EntropyUnavailableError, SettingsError
 
@@ -28,6 +29,41 @@ def test_system_source_returns_exactly_n_bytes() -> None:
     batch = source.get_random_bytes_batch([3, 5])
     assert [len(r) for r in batch.rows()] == [3, 5] and batch.source == "system"
     assert batch.fallback is False and batch.latency_ns > 0
+
+
+def test_system_source_draws_a_large_request_in_parallel_slices() -> None:
+    source = SystemEntropySource(threads=3)
+    n = 2 * PARALLEL_FROM_BYTES + 1  # three slices, the last one shorter
+    data = source.get_random_bytes(n)
+    assert len(data) == n
+    size = -(-n // 3)
+    heads = {data[i : i + 64] for i in (0, size, 2 * size)}
+    assert len(heads) == 3  # each slice is its own draw
+    assert 120 < np.frombuffer(data, dtype=np.uint8).mean() < 135
+    source.close()
+
+
+def _draw_in_child(source: SystemEntropySource, out: Any) -> None:
+    out.put(len(source.get_random_bytes(PARALLEL_FROM_BYTES * 2)))
+
+
+def test_system_source_keeps_working_in_a_forked_child() -> None:
+    """A helper pool made before a fork has no threads in the child: the source makes a new one
+    (without that, the child would wait forever on its slices)."""
+    import multiprocessing
+
+    source = SystemEntropySource(threads=2)
+    source.get_random_bytes(PARALLEL_FROM_BYTES * 2)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_draw_in_child, args=(source, out))
+    child.start()
+    child.join(timeout=30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and out.get(timeout=5) == PARALLEL_FROM_BYTES * 2
+    source.close()
 
 
 def test_mock_is_reproducible_and_exactly_uniform_in_distribution() -> None:
