@@ -37,12 +37,12 @@ class Amplified:
     sample_mean: np.ndarray
 
 
-def byte_sums(data: bytes, counts: Sequence[int]) -> np.ndarray:
+def byte_sums(data: bytes, counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """Sum of each row's bytes (int64 [rows]); rows are consecutive slices of ``data``."""
-    rows = len(counts)
     sizes = np.asarray(counts)
+    rows = len(sizes)
     raw = np.frombuffer(data, dtype=np.uint8)
-    if rows and bool((sizes == sizes[0]).all()):
+    if rows and sizes.min() == sizes.max():
         width = int(sizes[0])
         # One reduction over a [rows, n] view; uint32 accumulation (exact while 255·n < 2³²)
         # is about twice as fast as int64.
@@ -56,7 +56,7 @@ def byte_sums(data: bytes, counts: Sequence[int]) -> np.ndarray:
 
 def amplify(
     data: bytes,
-    counts: Sequence[int],
+    counts: Sequence[int] | np.ndarray,
     mean: np.ndarray | float,
     std: np.ndarray | float,
     epsilon: np.ndarray | float,
@@ -65,10 +65,11 @@ def amplify(
 
     ``mean``, ``std`` and ``epsilon`` are scalars or per-row arrays.
     """
-    n = np.asarray(counts, dtype=np.float64)
-    if len(data) != int(n.sum()):
-        raise ValueError(f"got {len(data)} bytes for rows needing {int(n.sum())}")
-    sample_mean = byte_sums(data, counts) / n
+    sizes = np.asarray(counts)
+    if len(data) != int(sizes.sum()):
+        raise ValueError(f"got {len(data)} bytes for rows needing {int(sizes.sum())}")
+    n = sizes.astype(np.float64)
+    sample_mean = byte_sums(data, sizes) / n
     z = (sample_mean - mean) / (std / np.sqrt(n))
     # Φ(z) = erfc(−z/√2)/2, accurate in both tails: one vectorised erfc (float64) for large
     # batches; below a few dozen rows a plain loop is cheaper than the tensor round trip.

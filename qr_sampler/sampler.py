@@ -290,9 +290,8 @@ class TokenSampler:
         self, batch: SamplingBatch, rows: np.ndarray, nonce: bytes
     ) -> _FetchJob:
         job = _FetchJob(
-            tuple(batch.counts[rows].tolist()), nonce,
-            (batch.mean[rows], batch.std[rows], batch.epsilon[rows]),
-        )  # fmt: skip
+            batch.counts[rows], nonce, (batch.mean[rows], batch.std[rows], batch.epsilon[rows])
+        )
         if self._fetcher is None:
             job.run(self.source)
         else:
@@ -333,15 +332,16 @@ class _FetchJob:
     """One step's fetch and its amplification: filled by the worker thread (or inline), waited
     on by the step. The byte sums release the GIL too, so they overlap like the fetch."""
 
-    __slots__ = ("amplified", "counts", "done", "error", "nonce", "population", "result")
+    __slots__ = ("amplified", "counts", "done", "error", "nonce", "population", "result", "sizes")
 
     def __init__(
         self,
-        counts: tuple[int, ...],
+        sizes: np.ndarray,
         nonce: bytes,
         population: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
-        self.counts = counts
+        self.sizes = sizes  # int64 [rows]: bytes per row
+        self.counts = tuple(sizes.tolist())  # the same, as sources take them
         self.nonce = nonce
         self.population = population  # per row: mean, std, epsilon
         self.done = threading.Event()
@@ -352,7 +352,7 @@ class _FetchJob:
     def run(self, source: EntropySource) -> None:
         try:
             self.result = source.fetch_batch(self.counts, self.nonce)
-            self.amplified = amplify(self.result.data, self.counts, *self.population)
+            self.amplified = amplify(self.result.data, self.sizes, *self.population)
         except EntropyError as exc:
             self.error = exc
         except Exception as exc:  # a source bug must not kill the engine: treat as a failure

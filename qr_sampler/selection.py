@@ -538,9 +538,10 @@ def choose(candidates: Candidates, u: torch.Tensor) -> Selection:
 
 def _choose_group(group: CandidateGroup, u: torch.Tensor) -> Selection:
     position = torch.searchsorted(group.cdf, u.unsqueeze(1).to(group.cdf.dtype))
-    # Rounding can leave the last cdf a hair below u: clamp to the last kept candidate.
-    position = torch.minimum(position.squeeze(1), group.num_kept - 1).clamp(min=0)
-    pos2 = position.unsqueeze(1)
+    # Rounding can leave the last cdf a hair below u: clamp to the last kept candidate
+    # (num_kept ≥ 1, and searchsorted is ≥ 0, so the result is a valid position).
+    pos2 = torch.minimum(position, (group.num_kept - 1).unsqueeze(1))
+    position = pos2.squeeze(1)
     token_ids = group.token_ids.gather(1, pos2).squeeze(1)
     valid = torch.isfinite(group.top_logit)
     return Selection(
