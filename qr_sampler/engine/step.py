@@ -161,6 +161,9 @@ class EngineStep:
             return per_row_tokens(result.device_token_ids, batch, logits.shape[0])
         except Exception as exc:  # the engine dies on any exception here: contain it
             self.errors += 1
+            # A canvas this step may have written is not handed on: vLLM samples these rows
+            # itself, as their records will say.
+            self.sampler.forced_logits = None
             if saved is not None:
                 logits.index_copy_(0, saved[0], saved[1])  # in place: undo our penalties
             reason = f"{type(exc).__name__}: {exc}"

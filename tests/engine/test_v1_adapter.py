@@ -267,3 +267,25 @@ def test_qr_one_hot_canvas_turns_the_canvas_off_or_on_for_any_size() -> None:
     assert isinstance(auto, OneHotCanvas) and auto.min_elements == CANVAS_FROM_ELEMENTS
     assert isinstance(on, OneHotCanvas) and on.min_elements == 0
     assert forcing("on", torch.device("cuda"))[0] is force_in_place  # never where unsafe
+
+
+def test_a_step_that_fails_after_forcing_hands_vllm_its_own_logits(
+    processor: QRSamplerV1Processor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records of a failed step say vLLM sampled those rows: so it must get its logits,
+    not the canvas the step had already written."""
+    from qr_sampler.canvas import CANVAS_FROM_ELEMENTS
+
+    processor.update_state(BatchUpdate(2, [], [add(0, named("a")), add(1, named("b"))], []))
+    recorder = processor.step.recorder
+    assert recorder is not None
+
+    def broken(result: object) -> None:
+        raise RuntimeError("recorder bug")
+
+    monkeypatch.setattr(recorder, "submit", broken)
+    logits = torch.randn(2, CANVAS_FROM_ELEMENTS // 2 + 1)
+    before = logits.clone()
+    out = processor.apply(logits)
+    assert out is logits and torch.equal(out, before)
+    assert processor.step.errors == 1
