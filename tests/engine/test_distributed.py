@@ -127,11 +127,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _tp_worker(rank: int, port: int, out: Any) -> None:
-    """One TP rank: join vLLM's groups, run STEPS steps plus one failing step, report."""
+def _tp_worker(rank: int, port: int, out: Any, canvas: bool) -> None:
+    """One TP rank: join vLLM's groups, run STEPS steps plus one failing step, report.
+
+    ``canvas``: force on a reused one-hot canvas (what the V1 adapter does on the host), so what
+    ``run`` returns, not the logits passed in, is what vLLM would sample from."""
     from vllm.config import ParallelConfig, VllmConfig, set_current_vllm_config
     from vllm.distributed import parallel_state as ps
 
+    from qr_sampler.canvas import OneHotCanvas, force_in_place
     from qr_sampler.engine.requests import RequestState
     from qr_sampler.engine.step import EngineStep
     from qr_sampler.settings import settings_from_mapping
@@ -154,7 +158,9 @@ def _tp_worker(rank: int, port: int, out: Any) -> None:
                 "QR_LOG_LEVEL": "none",
             }
         )
-        step = EngineStep(settings, "cpu", link=ReplicaLink.from_vllm(config))
+        forcing = OneHotCanvas(min_elements=0) if canvas else force_in_place
+        link = ReplicaLink.from_vllm(config)
+        step = EngineStep(settings, "cpu", link=link, forcing=forcing)
         # Requests 0..ROWS-1; row 2 opts out (vLLM samples it on every rank).
         for i in range(ROWS):
             cfg = SamplingConfig(fixed_temperature=1.0, top_k=0, top_p=1.0, bypass=i == 2)
@@ -165,22 +171,23 @@ def _tp_worker(rank: int, port: int, out: Any) -> None:
         for _ in range(STEPS):
             logits = torch.randn(ROWS, VOCAB, generator=gen)  # identical on both ranks
             before = logits.clone()
-            step.run(logits, layout)
-            chosen.append(logits.argmax(dim=1).tolist())
-            untouched.append(torch.equal(logits[2], before[2]))
+            forced = step.run(logits, layout)
+            assert (forced is logits) != canvas
+            chosen.append(forced.argmax(dim=1).tolist())
+            untouched.append(torch.equal(forced[2], before[2]))
         # A step whose draw fails on the drawer: both ranks must return, rows left to vLLM.
         if step.link.draws:
             step.sampler.sample = _raise  # type: ignore[method-assign]
         logits = torch.randn(ROWS, VOCAB, generator=gen)
         before = logits.clone()
-        step.run(logits, layout)
+        returned = step.run(logits, layout)
         out.put(
             {
                 "rank": rank,
                 "role": step.link.role,
                 "chosen": chosen,
                 "bypass_row_untouched": all(untouched),
-                "failed_step_untouched": torch.equal(logits, before),
+                "failed_step_untouched": torch.equal(returned, before),
                 "source": step.sampler.source.name,
                 "records": step.recorder.total if step.link.draws else 0,
             }
@@ -194,11 +201,12 @@ def _raise(*args: object, **kwargs: object) -> None:
 
 
 @pytest.mark.slow
-def test_two_tensor_parallel_ranks_force_the_drawers_tokens() -> None:
+@pytest.mark.parametrize("canvas", [False, True], ids=["in-place", "canvas"])
+def test_two_tensor_parallel_ranks_force_the_drawers_tokens(canvas: bool) -> None:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_tp_worker, args=(r, port, out)) for r in range(2)]
+    procs = [ctx.Process(target=_tp_worker, args=(r, port, out, canvas)) for r in range(2)]
     for p in procs:
         p.start()
     try:
