@@ -45,8 +45,8 @@ class OneHotCanvas:
     """A reused ``-inf`` tensor on which each step forces its rows (see the module docstring).
 
     One per engine adapter; one step at a time; host tensors of at least ``min_elements``
-    (others are forced in place). It grows to the largest batch
-    seen: rows × vocab of the logits' dtype, the size of the engine's own logits at that batch.
+    (others are forced in place). It grows to the largest batch seen: rows × vocab of the
+    logits' dtype, the size of the engine's own logits at that batch.
     """
 
     def __init__(self, min_elements: int = CANVAS_FROM_ELEMENTS) -> None:
