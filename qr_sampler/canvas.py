@@ -45,16 +45,25 @@ class OneHotCanvas:
     """A reused ``-inf`` tensor on which each step forces its rows (see the module docstring).
 
     One per engine adapter; one step at a time; host tensors of at least ``min_elements``
-    (others are forced in place). It grows to the largest batch seen: rows × vocab of the
-    logits' dtype, the size of the engine's own logits at that batch.
+    (others are forced in place). It grows in powers of two up to the largest batch seen
+    (at most ``max_rows``): rows × vocab of the logits' dtype, at most twice the size of the
+    engine's own logits at that batch.
     """
 
-    def __init__(self, min_elements: int = CANVAS_FROM_ELEMENTS) -> None:
+    def __init__(
+        self, min_elements: int = CANVAS_FROM_ELEMENTS, max_rows: int | None = None
+    ) -> None:
         self.min_elements = min_elements
+        self.max_rows = max_rows  # the engine's largest batch (rows), when known
         self._canvas: torch.Tensor | None = None
         self._row_starts: torch.Tensor | None = None  # int64 [capacity]: row · vocab
         self._forced_at: torch.Tensor | None = None  # flat positions made finite last step
         self._copied_rows: torch.Tensor | None = None  # rows copied whole last step
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated so far (0 before the first step that used the canvas)."""
+        return 0 if self._canvas is None else int(self._canvas.shape[0])
 
     def __call__(self, logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         if logits.device.type != "cpu" or logits.numel() < self.min_elements:
@@ -91,12 +100,20 @@ class OneHotCanvas:
                 return canvas
             except Exception:  # a failed step left positions we cannot reset: start afresh
                 pass
-        capacity = max(rows, canvas.shape[0] if canvas is not None else 0)
+        capacity = max(self._capacity_for(rows), canvas.shape[0] if canvas is not None else 0)
         self._canvas = self._forced_at = self._copied_rows = None
         canvas = torch.full((capacity, vocab), float("-inf"), dtype=dtype, device=device)
         self._row_starts = torch.arange(capacity, device=device) * vocab
         self._canvas = canvas
         return canvas
+
+    def _capacity_for(self, rows: int) -> int:
+        """Rows to allocate: the next power of two, so a batch that grows one request at a time
+        reallocates a few times, not at every step; never past the engine's largest batch."""
+        capacity = 1 << max(rows - 1, 0).bit_length()
+        if self.max_rows is not None:
+            capacity = min(capacity, self.max_rows)
+        return max(capacity, rows)
 
     @staticmethod
     def _matches(

@@ -56,9 +56,10 @@ def engine_forcing(settings: Settings, vllm_config: Any, device: Any) -> tuple[F
     safe, why = canvas_is_safe(vllm_config, device)
     if not safe:
         return force_in_place, why
+    rows = max_requests(vllm_config)
     if settings.one_hot_canvas == "on":
-        return OneHotCanvas(min_elements=0), why
-    return OneHotCanvas(), f"{why} from 1M logits"
+        return OneHotCanvas(min_elements=0, max_rows=rows), why
+    return OneHotCanvas(max_rows=rows), f"{why} from 1M logits"
 
 
 def canvas_is_safe(vllm_config: Any, device: Any) -> tuple[bool, str]:

@@ -117,3 +117,13 @@ def test_small_logits_are_forced_in_place_and_large_ones_on_the_canvas() -> None
     canvas(torch.randn(4, 1000), torch.tensor([0, 0, 0, 0]))
     out = canvas(torch.randn(2, CANVAS_FROM_ELEMENTS // 2), torch.tensor([7, 8]))
     assert finite_per_row(out) == [1, 1] and out.argmax(dim=1).tolist() == [7, 8]
+
+
+def test_a_growing_batch_reallocates_in_powers_of_two_up_to_the_engines_largest() -> None:
+    canvas = OneHotCanvas(min_elements=0, max_rows=20)
+    sizes = []
+    for rows in range(1, 21):
+        out = canvas(torch.randn(rows, VOCAB), torch.arange(rows) % VOCAB)
+        assert finite_per_row(out) == [1] * rows
+        sizes.append(canvas.capacity)
+    assert sorted(set(sizes)) == [1, 2, 4, 8, 16, 20]
