@@ -176,7 +176,7 @@ def test_hung_docker_daemon_costs_a_timeout_not_a_hang(category: Category,
     tool(fake_path, "docker", hang())
     start = time.monotonic()
     check = by_name(category("docker"))["engine"]
-    assert time.monotonic() - start < 1.6
+    assert time.monotonic() - start < 10  # the tool's timeout ended it, not its 30 s hang
     assert check.status == "warn" and "did not answer in time" in check.message
 
 

@@ -132,8 +132,10 @@ def test_missing_key_exits_5_and_says_missing(project: Path, qrs: Qrs,
 def test_unreachable_port_exits_3_within_the_connect_timeout(project: Path, qrs: Qrs) -> None:
     grpc_profile(project, "lab", f"127.0.0.1:{released_port()}")
     start = time.monotonic()
-    outcome = qrs("probe", "lab", "--connect-timeout", "2")
-    assert time.monotonic() - start < 2.0
+    outcome = qrs("probe", "lab", "--connect-timeout", "30")
+    # A refused connection ends the probe at once, not at the 30 s timeout; the bound leaves
+    # room for a slow machine's interpreter start.
+    assert time.monotonic() - start < 15
     assert_one_line_error(outcome, 3, "connection refused")
     assert "0 calls" in outcome.out
 

@@ -186,8 +186,8 @@ def test_wrong_stream_path_in_bidi_mode_exits_7(start_server: StartServer) -> No
 
 def test_unreachable_port_exits_3_within_the_connect_timeout() -> None:
     start = time.monotonic()
-    report = probe(f"127.0.0.1:{released_port()}", connect_timeout_s=2.0)
-    assert report.exit_code == 3 and time.monotonic() - start < 2.0
+    report = probe(f"127.0.0.1:{released_port()}", connect_timeout_s=30.0)
+    assert report.exit_code == 3 and time.monotonic() - start < 15  # refused: not the timeout
     assert "connection refused" in report.stage("connect").summary
     assert report.calls == 0
     assert all(s.status == "skipped" for s in report.stages[1:-1])

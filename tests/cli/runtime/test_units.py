@@ -94,7 +94,7 @@ def test_wait_gives_up_at_the_deadline_and_on_a_dead_process() -> None:
     start = time.monotonic()
     outcome = health.wait_ready([check], time.monotonic() + 1.0)
     assert not outcome.ready and outcome.service == "vllm" and outcome.reason.startswith("not")
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 10  # gave up at the 1 s deadline (slow machines: margin)
     dead = health.wait_ready([check], time.monotonic() + 30, dead=lambda: "vllm")
     assert not dead.ready and dead.reason == "exited"
 
