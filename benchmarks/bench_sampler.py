@@ -222,8 +222,7 @@ def bench_full_step(rows: int, iterations: int, device: torch.device,
     if vllm_sampler is not None:
         # On a CPU vLLM's sampler sorts every row (tens of ms per step): fewer rounds.
         rounds = iterations if device.type != "cpu" else max(3, iterations // 10)
-        theirs = _median_us(lambda: vllm_sampler(work), rounds,
-                            setup=lambda: work.copy_(pristine))
+        theirs = _median_us(lambda: vllm_sampler(work), rounds, setup=restore)
         result["vllm_sampler_us_per_token"] = theirs / rows
         result["ours_to_vllm_sampler"] = ours / theirs
     if device.type != "cpu":

@@ -332,7 +332,7 @@ class _FetchJob:
     """One step's fetch and its amplification: filled by the worker thread (or inline), waited
     on by the step. The byte sums release the GIL too, so they overlap like the fetch."""
 
-    __slots__ = ("amplified", "counts", "done", "error", "nonce", "population", "result", "sizes")
+    __slots__ = ("amplified", "done", "error", "nonce", "population", "result", "sizes")
 
     def __init__(
         self,
@@ -341,7 +341,6 @@ class _FetchJob:
         population: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
         self.sizes = sizes  # int64 [rows]: bytes per row
-        self.counts = tuple(sizes.tolist())  # the same, as sources take them
         self.nonce = nonce
         self.population = population  # per row: mean, std, epsilon
         self.done = threading.Event()
@@ -351,7 +350,7 @@ class _FetchJob:
 
     def run(self, source: EntropySource) -> None:
         try:
-            self.result = source.fetch_batch(self.counts, self.nonce)
+            self.result = source.fetch_batch(tuple(self.sizes.tolist()), self.nonce)
             self.amplified = amplify(self.result.data, self.sizes, *self.population)
         except EntropyError as exc:
             self.error = exc
