@@ -15,6 +15,8 @@ Workloads (issue 14):
   sampler on the same logits (top-k, temperature, top-p, multinomial, one-hot).
 - ``--device cuda``: the same full-step workload on a GPU, ours next to vLLM's own ``Sampler``
   on the same logits (its top-k/top-p and random draw). CI runs the CPU path.
+- **system source**: its bytes through the vDSO's getrandom next to one getrandom system call
+  per request (``os.urandom``), per token (20,480 bytes) and per batch of 32.
 
 Ours and its baseline are timed in alternating rounds, so a drift of the machine's speed hits
 both. Forcing may overwrite the logits (our canvas leaves them alone, the baselines do not), so
@@ -285,6 +287,26 @@ def bench_provenance(rows: int, steps: int) -> dict[str, Any]:
     return result
 
 
+def bench_system_source(iterations: int) -> dict[str, Any]:
+    """The ``system`` source's two ways to the kernel's CSPRNG, alternating: one getrandom
+    system call per request (``os.urandom``) and the vDSO (when this kernel offers it), for
+    one token's bytes and for a batch of 32 tokens (drawn in parallel slices)."""
+    from qr_sampler.entropy.system import SystemEntropySource
+
+    syscall = SystemEntropySource(getrandom="syscall")
+    fast = SystemEntropySource()
+    result: dict[str, Any] = {"backend": fast.backend}
+    for label, size in (("token", SAMPLE_COUNT), ("batch_32", 32 * SAMPLE_COUNT)):
+        ours, base = _paired_medians(lambda n=size: fast.get_random_bytes(n),
+                                     lambda n=size: syscall.get_random_bytes(n),
+                                     iterations, lambda: None)
+        result[f"{label}_us"] = ours
+        result[f"{label}_syscall_us"] = base
+    fast.close()
+    syscall.close()
+    return result
+
+
 def bench_bookkeeping(rows: int, vocab: int, iterations: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(7)
     pristine = torch.randn(rows, vocab, generator=gen) * 3.0
@@ -328,8 +350,10 @@ def main() -> None:
     full += [bench_full_step(b, args.iterations, device, "replay") for b in batches if b > 1]
     book = bench_bookkeeping(256, 1024, args.iterations) if device.type == "cpu" else None
     prov = bench_provenance(32, max(args.iterations, 100)) if device.type == "cpu" else None
+    system = bench_system_source(args.iterations)
     if args.json:
-        print(json.dumps({"full_step": full, "bookkeeping": book, "provenance": prov}, indent=2))
+        print(json.dumps({"full_step": full, "bookkeeping": book, "provenance": prov,
+                          "system_source": system}, indent=2))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
           f"vocab {VOCAB}, {SAMPLE_COUNT} system bytes/token, top-k {TOP_K}, top-p {TOP_P}")
@@ -347,6 +371,12 @@ def main() -> None:
               f"per step: ours {book['ours_us_per_token']:.2f} µs/token, minimal torch sampler "
               f"{book['baseline_us_per_token']:.2f} µs/token "
               f"→ {book['ratio_ours_to_baseline']:.2f}×")
+    print(f"  system source ({system['backend']}): "
+          f"{system['token_us']:.1f} µs per token's bytes, {system['batch_32_us']:.0f} µs per "
+          f"batch of 32; one getrandom syscall per request (os.urandom) "
+          f"{system['token_syscall_us']:.1f} and {system['batch_32_syscall_us']:.0f} µs "
+          f"→ {system['token_syscall_us'] / system['token_us']:.2f}× and "
+          f"{system['batch_32_syscall_us'] / system['batch_32_us']:.2f}×")
     if prov is not None:
         print(f"  provenance, batch {prov['rows']}, {prov['steps']} steps: "
               f"hashes + chain + archive on {prov['on_us_per_token']:.1f} µs/token, "

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     fallback_mode: Literal["error", "system", "mock_uniform"] = _setting(
         "system", "What serves a step when the source fails; every such token is flagged."
     )
+    system_getrandom: Literal["auto", "syscall"] = _setting(
+        "auto",
+        "How the system source reads the kernel's CSPRNG: auto = through the vDSO where the "
+        "kernel offers it (Linux 6.11 or later; the same generator, about twice as fast per "
+        "byte), else os.urandom; syscall = always os.urandom (one getrandom system call).",
+    )
     mock_seed: int | None = _setting(
         None, "Seed of the mock_uniform source; empty draws a seed from the OS."
     )

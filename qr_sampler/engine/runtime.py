@@ -167,6 +167,10 @@ def log_startup(runner: str, settings: Settings, role: str = "") -> None:
     source = settings.entropy_source_type
     if source == "quantum_grpc":
         source += f" at {settings.grpc_server_address}"
+    elif source == "system":
+        from qr_sampler.entropy.system import system_backend
+
+        source += f" ({system_backend(settings.system_getrandom)})"
     if is_supported(found):
         logger.info(
             "qr_sampler %s active: vLLM %s (supported %s), %s, entropy %s, fallback %s",
