@@ -17,12 +17,12 @@ odd layout — makes :func:`load` return None, and the caller keeps ``os.urandom
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import struct
 import sys
 import threading
+import weakref
 from functools import cache
 from typing import Any
 
@@ -96,12 +96,9 @@ class _ThreadState:
         if address is None or address == _MAP_FAILED:
             raise OSError(ctypes.get_errno(), "mmap of the getrandom state failed")
         self.address: int = address
-        self._libc, self._size = libc, size
-
-    def __del__(self) -> None:
-        # At interpreter shutdown libc may be gone already: the process is ending anyway.
-        with contextlib.suppress(Exception):
-            self._libc.munmap(self.address, self._size)
+        # Unmapped when its thread ends (the thread-local goes away), never at interpreter
+        # exit: a daemon thread may still be inside the vDSO then, writing to the page.
+        weakref.finalize(self, libc.munmap, address, size).atexit = False
 
 
 @cache
