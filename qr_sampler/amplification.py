@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qr_sampler import host_kernels
 from qr_sampler.types import UNIFORM_BYTE_STD
 
 #: Largest row length whose byte sum fits a uint32 (255 · n < 2³²): beyond it sums use int64.
@@ -68,6 +69,14 @@ def amplify(
     sizes = np.asarray(counts)
     if len(data) != int(sizes.sum()):
         raise ValueError(f"got {len(data)} bytes for rows needing {int(sizes.sum())}")
+    if host_kernels.ready():
+        rows = len(sizes)
+        m, s, e = (np.full(rows, v, dtype=np.float64) if np.ndim(v) == 0 else np.asarray(v)
+                   for v in (mean, std, epsilon))  # fmt: skip
+        u, z, sample_mean = host_kernels.amplify_rows(
+            np.frombuffer(data, dtype=np.uint8), sizes.astype(np.int64, copy=False), m, s, e
+        )
+        return Amplified(u=u, z=z, sample_mean=sample_mean)
     n = sizes.astype(np.float64)
     sample_mean = byte_sums(data, sizes) / n
     z = (sample_mean - mean) / (std / np.sqrt(n))

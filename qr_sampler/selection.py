@@ -37,6 +37,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from qr_sampler import host_kernels
 from qr_sampler.types import SamplingConfig
 
 #: Block width of the pruning pass. 64 float32 = 256 bytes: wide enough that the block-max pass
@@ -432,14 +433,48 @@ def _shape_bounded(
     k = int(counts.max(initial=1))
     values, token_ids = top_candidates(logits, k)
     temperature, inv_temperature, edt_entropy = _temperatures(logits, params)
-    x = values.double() * inv_temperature.unsqueeze(1)
+    # float64 (the float64 temperatures promote the product), one operation.
+    x = torch.mul(values, inv_temperature.unsqueeze(1))
     # In place on our own float64 copy: drop positions past each row's k (when rows differ in
     # k; the host knows), and NaN logits.
     if not (counts == k).all():
         x.masked_fill_(params.beyond_k(k), float("-inf"))
-    x.nan_to_num_(nan=float("-inf"))
-    probs = _filter(torch.softmax(x, dim=1), params)
+    x.nan_to_num_(nan=float("-inf"), neginf=float("-inf"))
+    probs = torch.softmax(x, dim=1)
+    if probs.device.type == "cpu" and host_kernels.ready():
+        return _host_group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
+    probs = _filter(probs, params)
     return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
+
+
+def _host_group(
+    rows: torch.Tensor | None,
+    token_ids: torch.Tensor,
+    top_logit: torch.Tensor,
+    probs: torch.Tensor,
+    temperature: torch.Tensor,
+    edt_entropy: torch.Tensor | None,
+    params: SelectionParams,
+) -> CandidateGroup:
+    """:func:`_filter` and :func:`_group` on the host, by one compiled pass per row (in place
+    on ``probs``, our own fresh softmax)."""
+    f = params.host_floats
+    cdf, num_kept = host_kernels.filter_rows(
+        probs.numpy(), f[_F["min_p"]], f[_F["top_p_cut"]], params.host_greedy
+    )
+    if params.any_greedy:
+        temperature = torch.where(params.greedy, 0.0, temperature)
+    return CandidateGroup(
+        rows=rows,
+        token_ids=token_ids,
+        top_logit=top_logit,
+        probs=probs,
+        cdf=torch.from_numpy(cdf),
+        num_kept=torch.from_numpy(num_kept),
+        temperature=temperature,
+        edt_entropy=edt_entropy,
+        edt=params.edt if edt_entropy is not None else None,
+    )
 
 
 def _shape_full(
@@ -447,7 +482,7 @@ def _shape_full(
 ) -> CandidateGroup:
     """Top-k off (or large): a float32 sort per row; float64 only where probability is."""
     vocab = logits.shape[1]
-    x: torch.Tensor = logits.float().nan_to_num(nan=float("-inf"))
+    x: torch.Tensor = logits.float().nan_to_num(nan=float("-inf"), neginf=float("-inf"))
     values, token_ids = torch.sort(x, dim=1, descending=True)
     temperature, inv_temperature, edt_entropy = _temperatures(x, params)
     top = values[:, :1]
@@ -537,6 +572,13 @@ def choose(candidates: Candidates, u: torch.Tensor) -> Selection:
 
 
 def _choose_group(group: CandidateGroup, u: torch.Tensor) -> Selection:
+    if group.cdf.device.type == "cpu" and host_kernels.ready():
+        tokens, ranks, probs = host_kernels.choose(
+            group.cdf.numpy(), group.num_kept.numpy(), group.token_ids.numpy(),
+            group.probs.numpy(), group.top_logit.float().numpy(), u.numpy(),
+        )  # fmt: skip
+        return Selection(token_ids=torch.from_numpy(tokens), ranks=torch.from_numpy(ranks),
+                         probs=torch.from_numpy(probs))  # fmt: skip
     position = torch.searchsorted(group.cdf, u.unsqueeze(1).to(group.cdf.dtype))
     # Rounding can leave the last cdf a hair below u: clamp to the last kept candidate
     # (num_kept ≥ 1, and searchsorted is ≥ 0, so the result is a valid position).

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from qr_sampler import host_kernels
 from qr_sampler.canvas import Forcing, force_in_place
 from qr_sampler.diagnostics import TokenRecorder
 from qr_sampler.engine.distributed import ReplicaLink
@@ -92,6 +93,8 @@ class EngineStep:
         # never opens a channel to the entropy server.
         self.recorder: TokenRecorder | None = None
         if self.link.draws:
+            if self.device.type == "cpu":
+                host_kernels.warm_up()  # compile now, not in the first request's step
             source = build_entropy_source(settings)
             self.recorder = _recorder(settings, source, self.link, model)
             self.sampler = TokenSampler(

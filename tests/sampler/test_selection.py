@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from qr_sampler import host_kernels
 from qr_sampler.selection import (
     SelectionParams,
     choose,
@@ -17,6 +18,15 @@ from qr_sampler.selection import (
 )
 from qr_sampler.types import SamplingConfig
 from tests.sampler.reference import filtered_distribution
+
+
+@pytest.fixture(autouse=True, params=["host-kernels", "tensor-path"])
+def _selection_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs on both paths: the compiled host kernels (a CPU with numba) and
+    the tensor path (what accelerators take, and hosts without numba)."""
+    if request.param == "host-kernels" and not host_kernels.ready():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(host_kernels, "ENABLED", request.param == "host-kernels")
 
 
 @pytest.mark.parametrize("vocab", [151_936, 151_937, 49_152, 32_000, 5_000, 300, 64])
@@ -174,3 +184,16 @@ def test_force_tokens_makes_rows_one_hot_in_place() -> None:
     assert torch.equal(logits[1], untouched)
     force_tokens(logits, torch.tensor([1, 2, 3]))
     assert logits.argmax(dim=1).tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("top_k", [50, 0], ids=["bounded-group", "full-vocabulary-group"])
+def test_a_row_with_every_token_masked_is_left_to_the_engine(top_k: int) -> None:
+    """-inf stays -inf when NaN logits are cleaned (torch's nan_to_num would otherwise turn
+    -inf into the dtype's lowest finite value and make a fully masked row look valid)."""
+    logits = torch.randn(2, 3000)
+    logits[1] = float("-inf")
+    logits[0, 5:] = float("-inf")  # five tokens allowed
+    params = _params(*[SamplingConfig(fixed_temperature=1.0, top_k=top_k, top_p=1.0)] * 2)
+    picked = choose(shape(logits, params), torch.tensor([0.3, 0.3], dtype=torch.float64))
+    assert int(picked.token_ids[1]) == -1
+    assert 0 <= int(picked.token_ids[0]) < 5

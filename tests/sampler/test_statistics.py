@@ -15,6 +15,7 @@ import pytest
 import torch
 from scipy import stats
 
+from qr_sampler import host_kernels
 from qr_sampler.amplification import amplify, uniform_from_bytes
 from qr_sampler.entropy.mock import MockUniformEntropySource
 from qr_sampler.entropy.system import SystemEntropySource
@@ -69,8 +70,15 @@ def test_a_tenth_of_a_percent_byte_bias_moves_mean_u() -> None:
     assert stats.mannwhitneyu(u_bias, u_fair, alternative="greater").pvalue < 1e-10
 
 
-def test_token_frequencies_match_the_filtered_softmax() -> None:
-    """≥ 20,000 draws over a ≥ 50-token filtered distribution, χ² goodness of fit."""
+@pytest.mark.parametrize("kernels", [True, False], ids=["host-kernels", "tensor-path"])
+def test_token_frequencies_match_the_filtered_softmax(
+    kernels: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """≥ 20,000 draws over a ≥ 50-token filtered distribution, χ² goodness of fit; on the
+    compiled host kernels and on the tensor path (the one accelerators take)."""
+    if kernels and not host_kernels.ready():
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(host_kernels, "ENABLED", kernels)
     rng = np.random.default_rng(123)
     vocab = 3000
     row_logits = rng.normal(0, 1.5, size=vocab).astype(np.float32)
