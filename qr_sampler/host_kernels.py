@@ -10,14 +10,13 @@ softmax stays a tensor operation (vectorised exp; a scalar exp per candidate cos
 Same definitions as the tensor path, which stays the path on accelerators and is tested against
 these kernels (``tests/sampler/test_host_kernels.py``): the results agree to float64 rounding.
 
-Without numba, or with ``QR_HOST_KERNELS=0`` in the environment, :func:`ready` is False and the
-tensor path serves the host as well.
+Without numba, or with ``QR_HOST_KERNELS=false`` (the engine sets :data:`ENABLED` from it),
+:func:`ready` is False and the tensor path serves the host as well.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -26,8 +25,8 @@ import numpy as np
 
 _SQRT2 = math.sqrt(2.0)
 
-#: Set False to force the tensor path on the host (tests compare the two).
-ENABLED = os.environ.get("QR_HOST_KERNELS", "1") != "0"
+#: False forces the tensor path on the host (``QR_HOST_KERNELS``; tests compare the two).
+ENABLED = True
 
 
 def ready() -> bool:

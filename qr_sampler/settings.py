@@ -248,6 +248,13 @@ class Settings(BaseSettings):
         "off = always in place.",
     )
 
+    host_kernels: bool = _setting(
+        True,
+        "On a CPU, run the per-row filters (min-p, top-p, cdf), the choice and the byte "
+        "amplification as compiled kernels (numba, which vLLM installs; compiled at engine "
+        "start); false = tensor operations, as on an accelerator. Same results either way.",
+    )
+
     # --- diagnostics --------------------------------------------------------------------------
     log_level: Literal["none", "summary", "full"] = _setting(
         "summary", "none, summary (periodic totals) or full (one log line per token)."

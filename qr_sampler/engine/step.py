@@ -93,6 +93,7 @@ class EngineStep:
         # never opens a channel to the entropy server.
         self.recorder: TokenRecorder | None = None
         if self.link.draws:
+            host_kernels.ENABLED = settings.host_kernels  # one engine per process
             if self.device.type == "cpu":
                 host_kernels.warm_up()  # compile now, not in the first request's step
             source = build_entropy_source(settings)

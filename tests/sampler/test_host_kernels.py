@@ -141,3 +141,16 @@ def test_a_real_step_compiles_nothing_after_the_engine_warmed_up() -> None:
     step.close()
     assert (result.device_token_ids >= 0).all()
     assert [len(d.signatures) for d in dispatchers] == compiled
+
+
+def test_qr_host_kernels_false_puts_the_engine_on_the_tensor_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qr_sampler.engine.step import EngineStep
+    from qr_sampler.settings import settings_from_mapping
+
+    monkeypatch.setattr(host_kernels, "ENABLED", True)  # restored after the test
+    step = EngineStep(settings_from_mapping({"QR_HOST_KERNELS": "false", "QR_LOG_LEVEL": "none",
+                                             "QR_METRICS_PORT": "0"}))  # fmt: skip
+    step.close()
+    assert not host_kernels.ready()
