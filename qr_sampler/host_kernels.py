@@ -69,8 +69,10 @@ def choose(
     tokens = np.empty(rows, dtype=np.int64)
     ranks = np.empty(rows, dtype=np.int64)
     chosen = np.empty(rows, dtype=np.float64)
-    kernels[1](_f64(cdf), _c(num_kept, np.int64), _c(token_ids, np.int64), _f64(probs),
-               _f64(top_logit), _f64(u), tokens, ranks, chosen)  # fmt: skip
+    # token_ids as it is: the full-vocabulary group's is a column slice of a wide sort, too
+    # large to copy (the kernel reads one element per row; warm_up compiles both layouts).
+    kernels[1](_f64(cdf), _c(num_kept, np.int64), token_ids.astype(np.int64, copy=False),
+               _f64(probs), _f64(top_logit), _f64(u), tokens, ranks, chosen)  # fmt: skip
     return tokens, ranks, chosen
 
 
@@ -96,7 +98,8 @@ def warm_up() -> None:
         return
     probs = np.array([[0.7, 0.3], [np.nan, np.nan]])
     cdf, kept = filter_rows(probs, np.zeros(2), np.full(2, 0.9), np.zeros(2, dtype=bool))
-    choose(cdf, kept, np.zeros((2, 2), np.int64), probs, np.array([2.0, np.nan]), np.ones(2))
+    for token_ids in (np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)[:, :2]):
+        choose(cdf, kept, token_ids, probs, np.array([2.0, np.nan]), np.ones(2))
     population = np.full(2, 127.5), np.full(2, 73.9), np.full(2, 1e-10)
     # Bytes arrive read-only (np.frombuffer over bytes): numba types those apart.
     amplify_rows(np.frombuffer(b"abc", np.uint8), np.array([1, 2], np.int64), *population)

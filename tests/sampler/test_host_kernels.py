@@ -132,11 +132,12 @@ def test_a_real_step_compiles_nothing_after_the_engine_warmed_up() -> None:
     compiled = [len(d.signatures) for d in dispatchers]
     assert all(compiled)
     params = [SamplingConfig(top_k=50, top_p=0.9), SamplingConfig(top_k=0, min_p=0.05),
-              SamplingConfig(fixed_temperature=0.0)]  # fmt: skip
+              SamplingConfig(fixed_temperature=0.0), SamplingConfig(top_k=0)]  # fmt: skip
     from qr_sampler.sampler import SamplingBatch
 
     batch = SamplingBatch.build(params)
-    logits = torch.randn(3, 2000)
+    logits = torch.randn(4, 2000)
+    logits[:, 1000:] -= 1000.0  # the full group keeps a prefix: its token ids are a slice
     result = step.sampler.sample(logits, batch)
     step.close()
     assert (result.device_token_ids >= 0).all()
