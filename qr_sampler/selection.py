@@ -441,40 +441,17 @@ def _shape_bounded(
         x.masked_fill_(params.beyond_k(k), float("-inf"))
     x.nan_to_num_(nan=float("-inf"), neginf=float("-inf"))
     probs = torch.softmax(x, dim=1)
+    filtered = None
     if probs.device.type == "cpu" and host_kernels.ready():
-        return _host_group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
-    probs = _filter(probs, params)
-    return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
-
-
-def _host_group(
-    rows: torch.Tensor | None,
-    token_ids: torch.Tensor,
-    top_logit: torch.Tensor,
-    probs: torch.Tensor,
-    temperature: torch.Tensor,
-    edt_entropy: torch.Tensor | None,
-    params: SelectionParams,
-) -> CandidateGroup:
-    """:func:`_filter` and :func:`_group` on the host, by one compiled pass per row (in place
-    on ``probs``, our own fresh softmax)."""
-    f = params.host_floats
-    cdf, num_kept = host_kernels.filter_rows(
-        probs.numpy(), f[_F["min_p"]], f[_F["top_p_cut"]], params.host_greedy
-    )
-    if params.any_greedy:
-        temperature = torch.where(params.greedy, 0.0, temperature)
-    return CandidateGroup(
-        rows=rows,
-        token_ids=token_ids,
-        top_logit=top_logit,
-        probs=probs,
-        cdf=torch.from_numpy(cdf),
-        num_kept=torch.from_numpy(num_kept),
-        temperature=temperature,
-        edt_entropy=edt_entropy,
-        edt=params.edt if edt_entropy is not None else None,
-    )
+        # _filter and the cdf in one compiled pass per row, in place on our fresh softmax.
+        f = params.host_floats
+        filtered = host_kernels.filter_rows(
+            probs.numpy(), f[_F["min_p"]], f[_F["top_p_cut"]], params.host_greedy
+        )
+    else:
+        probs = _filter(probs, params)
+    return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params,
+                  filtered)  # fmt: skip
 
 
 def _shape_full(
@@ -531,17 +508,24 @@ def _group(
     temperature: torch.Tensor,
     edt_entropy: torch.Tensor | None,
     params: SelectionParams,
+    filtered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CandidateGroup:
+    """``filtered``: the cdf and kept counts when the host kernels computed them already."""
     if params.any_greedy:
         temperature = torch.where(params.greedy, 0.0, temperature)
+    if filtered is not None:
+        cdf, num_kept = torch.from_numpy(filtered[0]), torch.from_numpy(filtered[1])
+    else:
+        cdf = torch.cumsum(probs, dim=1)
+        # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
+        num_kept = torch.count_nonzero(probs, dim=1).clamp_(min=1)
     return CandidateGroup(
         rows=rows,
         token_ids=token_ids,
         top_logit=top_logit,
         probs=probs,
-        cdf=torch.cumsum(probs, dim=1),
-        # Probabilities are sorted descending, so the kept ones (> 0) form a prefix.
-        num_kept=torch.count_nonzero(probs, dim=1).clamp_(min=1),
+        cdf=cdf,
+        num_kept=num_kept,
         temperature=temperature,
         edt_entropy=edt_entropy,
         edt=params.edt if edt_entropy is not None else None,

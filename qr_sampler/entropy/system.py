@@ -39,9 +39,7 @@ class SystemEntropySource(EntropySource):
 
     def __init__(self, threads: int | None = None, getrandom: GetrandomMode = "auto") -> None:
         self._threads = max(1, min(threads or len(os.sched_getaffinity(0)), 4))
-        fast = vdso.load() if getrandom == "auto" else None
-        self._draw: Callable[[int], bytes] = fast.read if fast is not None else os.urandom
-        self.backend = "vDSO getrandom" if fast is not None else "os.urandom"
+        self._draw, self.backend = _backend(getrandom)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0  # a pool made before a fork has no threads in the child
         self._pool_lock = threading.Lock()
@@ -85,6 +83,12 @@ class SystemEntropySource(EntropySource):
             self._pool = None
 
 
+def _backend(getrandom: GetrandomMode) -> tuple[Callable[[int], bytes], str]:
+    """The draw function under this setting, and its name."""
+    fast = vdso.load() if getrandom == "auto" else None
+    return (fast.read, "vDSO getrandom") if fast is not None else (os.urandom, "os.urandom")
+
+
 def system_backend(getrandom: GetrandomMode) -> str:
-    """What the system source draws with under this setting (for start-up lines and doctor)."""
-    return "vDSO getrandom" if getrandom == "auto" and vdso.load() is not None else "os.urandom"
+    """What the system source draws with under this setting (for the start-up line)."""
+    return _backend(getrandom)[1]
