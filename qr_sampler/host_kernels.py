@@ -1,7 +1,25 @@
-"""Fused host kernels for the bounded group on a CPU: one compiled pass per row.
+"""Compiled host kernels for the sampler's per-row work on a CPU, one pass per row each.
 
-On the host, the float64 filters over each row's k candidates (min-p, top-p, the greedy
-override, the cdf) and the choice by u cost about 20 tensor operations in
+**Top-k** (:func:`top_k`, large vocabularies). Per row, without torch threads:
+
+1. one vectorised pass takes the maximum of each of the row's token groups (group g holds
+   the g-th token of each of :data:`_STRIPES` stripes: element-wise maxima, no horizontal
+   reductions; NaN never wins a comparison);
+2. a 2,048-bin histogram of those maxima bounds the k-th largest from below by t;
+3. a second pass, on the row still in the core's cache, keeps the tokens ≥ t (and NaN),
+   testing 256 at a time; typically a few more than k;
+4. those few are sorted by their order key.
+
+Rows go in chunks to the calling thread and a few helpers (the kernels release the GIL).
+A row with more candidates than the buffer (heavy ties, many NaNs) takes :func:`_k_best`,
+one pass against a running threshold. Small vocabularies keep torch's ``topk`` and
+:func:`settle_ties` puts its result in the same order.
+
+**The order**, on every path and device (``selection.order_keys`` on tensors): larger value
+first, NaN (either sign) first of all, equal values (−0 = +0) by the lower token id.
+
+**Filters and choice.** On the host, the float64 filters over each row's k candidates (min-p,
+top-p, the greedy override, the cdf) and the choice by u cost about 20 tensor operations in
 :mod:`qr_sampler.selection`, each 5–30 µs of fixed cost however small the rows. These kernels do
 the same per row in one loop, compiled by numba (a dependency of vLLM, so present wherever the
 plugin runs): at batch 256 × k 50, about 0.8 ms of tensor operations becomes about 40 µs. The
@@ -17,21 +35,98 @@ Without numba, or with ``QR_HOST_KERNELS=false`` (the engine sets :data:`ENABLED
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+from qr_sampler.helper_threads import HelperPool, usable_cores
+
 _SQRT2 = math.sqrt(2.0)
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 #: False forces the tensor path on the host (``QR_HOST_KERNELS``; tests compare the two).
 ENABLED = True
+#: A top-k call's size from which helper threads take some of its rows. Below it the helpers
+#: cost more than they save: measured in a real step at batch 32 × 151,936 on 2 cores, where
+#: they compete with the step's fetch thread and torch's spinning OpenMP workers, they made
+#: the step slower; at batch 256 they made it 10–20 % faster.
+SPLIT_FROM_ROWS = 64
+SPLIT_FROM_ELEMENTS = 1 << 20
+_row_helpers = HelperPool(usable_cores() - 1, "qr-sampler-topk")
+#: Elements per threshold test in the top-k scan (1 KiB of float32), and per second-level
+#: test inside a chunk that passed.
+_CHUNK = 256
+_SUB = 32
+#: Stripes of the pruned top-k (see ``_pruned_candidates``): 64 keeps the group maxima in the
+#: core's first-level cache during the pass.
+_STRIPES = 64
+#: Bits of a value's order that pick its bin when bounding the k-th largest.
+_BIN_BITS = 11
 
 
 def ready() -> bool:
     """Whether the compiled kernels can serve this process."""
     return ENABLED and _kernels() is not None
+
+
+def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest logits of each row of ``logits`` (float32 [R, V], rows contiguous,
+    1 ≤ k ≤ V), in the order of the module docstring: values float32 [R, k], token ids int64
+    [R, k]. Exact; rows with fewer than k values above -inf are completed with their -inf
+    tokens, lowest ids first."""
+    kernels = _kernels()
+    assert kernels is not None
+    rows = logits.shape[0]
+    values = np.empty((rows, k), dtype=np.float32)
+    ids = np.empty((rows, k), dtype=np.int64)
+    if rows < SPLIT_FROM_ROWS or rows * logits.shape[1] < SPLIT_FROM_ELEMENTS:
+        kernels[3](logits, k, values, ids, 0, rows)
+        return values, ids
+    # Rows in chunks, taken in turn by this thread and the helpers: a helper that gets little
+    # of its core (the model's idle OpenMP workers spin for milliseconds after each parallel
+    # operation) takes few chunks and holds nothing up.
+    chunk = max(1, rows // (4 * (_row_helpers.workers + 1)))
+    starts = iter(range(0, rows, chunk))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            kernels[3](logits, k, values, ids, start, min(start + chunk, rows))
+
+    pool = _row_helpers.get()
+    futures = [pool.submit(work) for _ in range(_row_helpers.workers)]
+    work()
+    for future in futures:
+        future.result()
+    return values, ids
+
+
+def settle_ties(logits: np.ndarray, values: np.ndarray, ids: np.ndarray) -> None:
+    """Put a plain top-k of ``logits`` (float32 [R, V], rows contiguous; ``values`` float32
+    and ``ids`` int64 [R, k] from ``topk``, NaN first) in the module's order, in place: equal
+    values by the lower id. A row with more tokens equal to its k-th value than the top-k took
+    (which of them ``topk`` took is unspecified) is redone exactly."""
+    kernels = _kernels()
+    assert kernels is not None
+    kernels[4](logits, values, ids)
+
+
+def softmax_rows(values: np.ndarray, inv_temperature: np.ndarray, row_k: np.ndarray) -> np.ndarray:
+    """softmax(values · inv_temperature) per row, float64 [R, K], as the tensor path computes
+    it: ``values`` [R, K] (float32 or float64) sorted descending; positions from ``row_k[r]``
+    on, and NaN, count as -inf; +inf as the largest float64. A row with nothing finite is NaN."""
+    kernels = _kernels()
+    assert kernels is not None
+    probs = np.empty(values.shape, dtype=np.float64)
+    kernels[5](np.ascontiguousarray(values), _f64(inv_temperature), _c(row_k, np.int64), probs)
+    return probs
 
 
 def filter_rows(
@@ -93,13 +188,17 @@ def amplify_rows(
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) before the first step needs the kernels: about
-    3 s the first time on a 2-core host, about 0.3 s from the cache after numba's import."""
+    6 s the first time on a 2-core host, about 0.5 s from the cache after numba's import."""
     if not ready():
         return
-    probs = np.array([[0.7, 0.3], [np.nan, np.nan]])
+    probs = softmax_rows(np.array([[1.0, 0.5], [-np.inf, np.nan]], dtype=np.float32),
+                         np.ones(2), np.full(2, 2))  # fmt: skip
     cdf, kept = filter_rows(probs, np.zeros(2), np.full(2, 0.9), np.zeros(2, dtype=bool))
     for token_ids in (np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)[:, :2]):
         choose(cdf, kept, token_ids, probs, np.array([2.0, np.nan]), np.ones(2))
+    row = np.array([[1.0, np.nan, -np.inf, 0.5]], dtype=np.float32)
+    values, ids = top_k(row, 2)
+    settle_ties(row, values, ids)
     population = np.full(2, 127.5), np.full(2, 73.9), np.full(2, 1e-10)
     # Bytes arrive read-only (np.frombuffer over bytes): numba types those apart.
     amplify_rows(np.frombuffer(b"abc", np.uint8), np.array([1, 2], np.int64), *population)
@@ -121,10 +220,243 @@ def _kernels() -> tuple[Callable[..., Any], ...] | None:
     except ImportError:
         return None
     jit = numba.njit(nogil=True, cache=True)
-    return jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows)
+    # The top-k kernel's helpers are compiled first and inlined: numba resolves them as this
+    # module's globals when it compiles the kernel.
+    # The top-k kernels call these helpers, which numba resolves as this module's globals when
+    # it compiles a kernel: they are replaced by their compiled forms first.
+    global _any_above, _order_key, _k_best, _pruned_candidates, _lower_bound  # noqa: PLW0603
+    _lower_bound = numba.njit(nogil=True, cache=True)(_lower_bound)
+    _any_above = numba.njit(inline="always", cache=True)(_any_above)
+    _order_key = numba.njit(inline="always", cache=True)(_order_key)
+    _k_best = numba.njit(nogil=True, cache=True)(_k_best)
+    _pruned_candidates = numba.njit(nogil=True, cache=True)(_pruned_candidates)
+    return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), jit(_top_k_rows),
+            jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
 
 
 # --- the kernels (plain Python here; numba compiles them) --------------------------------------
+
+
+def _top_k_rows(logits: Any, k: Any, values: Any, ids: Any, start: Any, stop: Any) -> None:
+    vocab = logits.shape[1]
+    stripe = -(-vocab // _STRIPES)  # group g: the tokens g, g + stripe, g + 2·stripe, …
+    if stripe < 4 * k:  # groups would hold too few of the row's best: one token per group
+        stripe = vocab
+    group_max = np.empty(stripe, dtype=np.float32)
+    histogram = np.empty(1 << _BIN_BITS, dtype=np.int64)
+    capacity = 16 * k + 1024
+    keys = np.empty(capacity, dtype=np.int64)
+    buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
+    best = np.empty(k, dtype=np.int64)
+    for r in range(start, stop):
+        row = logits[r]
+        n = _pruned_candidates(row, k, stripe, group_max, histogram, keys)
+        if n < 0:  # many ties or NaNs: the one-pass scan of the row
+            _k_best(row, k, buffer, best)
+            for i in range(k):
+                ids[r, i] = best[i]
+                values[r, i] = row[best[i]]
+            continue
+        ordered = np.sort(keys[:n])
+        found = min(k, n)
+        for i in range(found):
+            j = vocab - 1 - (ordered[n - 1 - i] & 0xFFFFFFFF)
+            ids[r, i] = j
+            values[r, i] = row[j]
+        j = 0
+        for i in range(found, k):  # only -inf is left: lowest ids first
+            while row[j] != -np.inf:
+                j += 1
+            ids[r, i] = j
+            values[r, i] = row[j]
+            j += 1
+
+
+def _settle_ties_rows(logits: Any, values: Any, ids: Any) -> None:
+    vocab = logits.shape[1]
+    k = ids.shape[1]
+    keys = np.empty(k, dtype=np.int64)
+    buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
+    best = np.empty(k, dtype=np.int64)
+    for r in range(logits.shape[0]):
+        row = logits[r]
+        bits = row.view(np.int32)
+        ordered = True  # no two equal values and no NaN: topk's order is already the order
+        for i in range(k):
+            ordered &= not math.isnan(values[r, i]) and (i == 0 or values[r, i] != values[r, i - 1])
+        if not ordered:
+            for i in range(k):
+                keys[i] = _order_key(bits[ids[r, i]], ids[r, i], vocab)
+            keys.sort()
+            for i in range(k):
+                ids[r, i] = vocab - 1 - (keys[k - 1 - i] & 0xFFFFFFFF)
+                values[r, i] = row[ids[r, i]]
+        last = values[r, k - 1]
+        taken = 0
+        in_row = 0
+        if math.isnan(last):  # NaN ≠ NaN: count the NaNs
+            for i in range(k):
+                taken += math.isnan(values[r, i])
+            for j in range(vocab):
+                in_row += math.isnan(row[j])
+        else:
+            for i in range(k):
+                taken += values[r, i] == last
+            for j in range(vocab):
+                in_row += row[j] == last
+        if in_row != taken:
+            _k_best(row, k, buffer, best)
+            for i in range(k):
+                ids[r, i] = best[i]
+                values[r, i] = row[best[i]]
+
+
+def _pruned_candidates(row: Any, k: Any, stripe: Any, group_max: Any, histogram: Any,
+                       keys: Any) -> Any:
+    """Order keys (into ``keys``) of every token that can be among the row's k best; their
+    count, or -1 when the row needs the full scan (more candidates than ``keys`` holds: heavy
+    ties or many NaNs).
+
+    The row is cut into :data:`_STRIPES` stripes of ``stripe`` tokens; group g holds the g-th
+    token of each stripe, so one vectorised pass (element-wise maxima, no horizontal
+    reductions) takes every group's largest number. With t the k-th largest of those, k
+    distinct tokens are ≥ t, so no number below t is among the k best: the candidates are the
+    tokens ≥ t (every one of them, so ties at t keep their order), all in groups whose maximum
+    is ≥ t, and every NaN (the second pass's test lets NaN through; NaN ranks first).
+    """
+    vocab = len(row)
+    group_max[:] = -np.inf
+    for lo in range(0, vocab, stripe):
+        part = row[lo : lo + stripe]
+        for j in range(len(part)):  # NaN never wins a comparison: the maxima are NaN-free
+            value = part[j]
+            group_max[j] = value if value > group_max[j] else group_max[j]
+    threshold = _lower_bound(group_max, k, histogram)
+    # Fewer than k finite tokens: take those and complete with -inf. Otherwise the float just
+    # below the threshold, so that "above it" means "≥ threshold".
+    below = (threshold if threshold == -np.inf
+             else np.nextafter(threshold, np.float32(-np.inf)))  # fmt: skip
+    bits = row.view(np.int32)
+    n = 0
+    for lo in range(0, vocab, _CHUNK):  # the row is still in the core's cache
+        if not _any_above(row, lo, _CHUNK, below):
+            continue
+        for j in range(lo, min(lo + _CHUNK, vocab)):
+            if not row[j] <= below:
+                if n == len(keys):
+                    return -1
+                keys[n] = _order_key(bits[j], j, vocab)
+                n += 1
+    return n
+
+
+def _k_best(row: Any, k: Any, buffer: Any, best: Any) -> None:
+    """Positions of the ``k`` best values of ``row`` (1 ≤ k ≤ len(row)) into ``best``, best
+    first, in the module's order with the position as the id: one pass against a running
+    threshold (the k-th best so far), ``buffer`` (more than k) holding the candidates."""
+    length = len(row)
+    capacity = len(buffer)
+    bits = row.view(np.int32)
+    threshold = np.float32(-np.inf)
+    n = 0
+    for lo in range(0, length, _CHUNK):
+        if not _any_above(row, lo, _CHUNK, threshold):
+            continue
+        for sub in range(lo, min(lo + _CHUNK, length), _SUB):
+            if not _any_above(row, sub, _SUB, threshold):
+                continue
+            for j in range(sub, min(sub + _SUB, length)):
+                if row[j] <= threshold:
+                    continue
+                if n == capacity:  # keep the k best; the k-th becomes the threshold
+                    kept = np.partition(buffer, capacity - k)
+                    buffer[:k] = kept[capacity - k :]
+                    n = k
+                    threshold = row[length - 1 - (kept[capacity - k] & 0xFFFFFFFF)]
+                    if row[j] <= threshold:
+                        continue
+                buffer[n] = _order_key(bits[j], j, length)
+                n += 1
+    ordered = np.sort(buffer[:n])
+    found = min(k, n)
+    for i in range(found):
+        best[i] = length - 1 - (ordered[n - 1 - i] & 0xFFFFFFFF)
+    j = 0
+    for i in range(found, k):  # -inf never passes the threshold: complete in id order
+        while row[j] != -np.inf:
+            j += 1
+        best[i] = j
+        j += 1
+
+
+def _lower_bound(values: Any, k: Any, histogram: Any) -> Any:
+    """A number t with at least k of ``values`` (no NaN; 1 ≤ k ≤ len) ≥ t, and few more
+    (those sharing the k-th largest's bin). One pass counts the values per bin of the top
+    :data:`_BIN_BITS` bits of their order (sign, exponent, the mantissa's first bits: bins a
+    quarter of an octave wide); t is the lower edge of the bin where the count reaches k.
+    -inf when that bin holds -inf (fewer than k finite values are ≥ the edge)."""
+    histogram[:] = 0
+    bits = values.view(np.int32)
+    shift = 32 - _BIN_BITS
+    for i in range(len(values)):
+        v = bits[i]
+        histogram[((v ^ ((v >> 31) & 0x7FFFFFFF)) >> shift) + (1 << (_BIN_BITS - 1))] += 1
+    total = 0
+    edge = len(histogram) - 1
+    while total + histogram[edge] < k:
+        total += histogram[edge]
+        edge -= 1
+    key = np.int32((edge - (1 << (_BIN_BITS - 1))) << shift)  # the bin's smallest order
+    if key <= -0x7F800001:  # the bin of -inf (and of negative NaN bit patterns)
+        return np.float32(-np.inf)
+    lowest = key if key >= 0 else key ^ np.int32(0x7FFFFFFF)
+    return np.array([lowest], dtype=np.int32).view(np.float32)[0]
+
+
+def _any_above(row: Any, lo: Any, width: Any, threshold: Any) -> Any:
+    """Whether ``row[lo : lo + width]`` holds a value above ``threshold`` or a NaN."""
+    segment = row[lo : lo + width]
+    above = np.uint8(0)
+    if len(segment) == width:  # a constant trip count: vectorised compares
+        for j in range(width):
+            above |= np.uint8(not (segment[j] <= threshold))
+    else:
+        for j in range(len(segment)):
+            above |= np.uint8(not (segment[j] <= threshold))
+    return above != 0
+
+
+def _order_key(v: Any, j: Any, vocab: Any) -> Any:
+    """The order of the module docstring as one int64: the value's orderable bits high, the
+    token id reversed low (``v``: the float32's bits as int32)."""
+    magnitude = v & 0x7FFFFFFF
+    if magnitude > 0x7F800000:  # NaN, either sign: the largest
+        key = np.int64(0x7FFFFFFF)
+    elif magnitude == 0:  # −0 = +0
+        key = np.int64(0)
+    else:  # negative floats: the order of their bits reversed
+        key = np.int64(v ^ ((v >> 31) & 0x7FFFFFFF))
+    return (key << 32) | (vocab - 1 - j)
+
+
+def _softmax_rows(values: Any, inv_temperature: Any, row_k: Any, probs: Any) -> None:
+    rows, width = values.shape
+    for r in range(rows):
+        top = -math.inf
+        for j in range(width):
+            x = values[r, j] * inv_temperature[r] if j < row_k[r] else -math.inf
+            if math.isnan(x):
+                x = -math.inf
+            elif x == math.inf:
+                x = _FLOAT64_MAX
+            probs[r, j] = x
+            top = max(top, x)
+        total = 0.0
+        for j in range(width):
+            probs[r, j] = math.exp(probs[r, j] - top)  # NaN when nothing is finite
+            total += probs[r, j]
+        for j in range(width):
+            probs[r, j] /= total
 
 
 def _filter_rows(probs, min_p, top_p_cut, greedy, cdf, kept):  # type: ignore[no-untyped-def]

@@ -45,6 +45,8 @@ from qr_sampler.types import SamplingConfig
 _BLOCK = 64
 #: Largest top-k served by block pruning; above it a sort of the row is as cheap.
 BOUNDED_K_LIMIT = 1024
+#: Logits dtypes that float32 holds exactly, so :func:`order_keys` can rank them.
+_KEYED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: Scaled-logit gap below the row's top beyond which a token's probability (< e⁻⁶⁰ ≈ 9e-27,
 #: times any vocabulary < 1e-20) is below float64's resolution of the cdf.
 _TAIL_GAP = 60.0
@@ -339,39 +341,79 @@ class Selection:
 
 
 def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest logits per row, descending, and their token ids. Exact.
+    """The ``k`` largest logits per row and their token ids, in :func:`order_keys`' order:
+    larger value first, NaN first of all, equal values by the lower token id. Exact, and the
+    same on every device (so a record's rank can be replayed from its logits).
 
     Block pruning: split the row into blocks of ``_BLOCK`` and take each block's max (one fast
-    reduction pass). Every element of the row's top-k lies in one of the k blocks with the
-    largest maxima — an element outside them is beaten by k block maxima, i.e. by k distinct
-    elements. So an exact ``topk`` over those k·_BLOCK candidates gives the row's top-k.
+    reduction pass). Every element of the row's top-k lies in one of the k blocks that come
+    first in the same order (a block ranked by its best element; equal maxima by the lower
+    block, whose ids are all lower): an element outside them is beaten by those k blocks' best
+    elements. So the top-k over those k·_BLOCK candidates is the row's top-k.
+
+    On a CPU with the host kernels, float32 rows take :func:`host_kernels.top_k` instead (the
+    same result; no torch thread involved).
     """
-    vocab = logits.shape[1]
-    if k >= vocab:
-        values, ids = torch.sort(logits, dim=1, descending=True)
-        return values, ids
-    n_full = vocab // _BLOCK
+    rows, vocab = logits.shape
+    if k >= vocab or logits.dtype not in _KEYED_DTYPES:
+        # Every token, or a dtype the keys cannot hold exactly: a stable sort (equal values
+        # keep their id order; NaN sorts first).
+        values, ids = torch.sort(logits, dim=1, descending=True, stable=True)
+        return values[:, :k], ids[:, :k]
     if logits.stride(1) != 1 or 4 * k * _BLOCK > vocab:
-        # Pruning would keep a large share of the row: a direct topk is as fast.
-        values, ids = torch.topk(logits, k, dim=1)
-        return values, ids
-    main = logits[:, : n_full * _BLOCK].view(logits.shape[0], n_full, _BLOCK)
-    block_max = main.amax(dim=2)  # [R, n_full]
+        # Pruning would keep a large share of the row: a direct top-k is as fast.
+        return _direct_top_k(logits, k)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and host_kernels.ready():
+        host_values, host_ids = host_kernels.top_k(logits.numpy(), k)
+        return torch.from_numpy(host_values), torch.from_numpy(host_ids)
+    positions = torch.arange(vocab, device=logits.device)
+    n_full = vocab // _BLOCK
+    main = logits[:, : n_full * _BLOCK].view(rows, n_full, _BLOCK)
+    block_max = main.amax(dim=2)  # [R, n_full]; NaN propagates
     has_tail = vocab > n_full * _BLOCK
     if has_tail:
         tail_max = logits[:, n_full * _BLOCK :].amax(dim=1, keepdim=True)
         block_max = torch.cat([block_max, tail_max], dim=1)
-    top_blocks = torch.topk(block_max, k, dim=1, sorted=False).indices  # [R, k]
-    offsets = torch.arange(_BLOCK, device=logits.device)
-    cand_ids = (top_blocks.unsqueeze(2) * _BLOCK + offsets).flatten(1)  # [R, k·_BLOCK]
+    blocks = block_max.shape[1]
+    block_keys = order_keys(block_max, positions[:blocks], blocks)
+    top_blocks = torch.topk(block_keys, k, dim=1, sorted=False).indices  # [R, k]
+    cand_ids = (top_blocks.unsqueeze(2) * _BLOCK + positions[:_BLOCK]).flatten(1)  # [R, k·B]
+    past_end = cand_ids >= vocab
+    cand_ids.clamp_(max=vocab - 1)  # in place: a fresh tensor; its keys are masked below
+    keys = order_keys(logits.gather(1, cand_ids), cand_ids, vocab)
     if has_tail:
-        past_end = cand_ids >= vocab
-        cand_ids.clamp_(max=vocab - 1)  # in place: a fresh tensor; masked below
-    cand_vals = logits.gather(1, cand_ids)
-    if has_tail:
-        cand_vals.masked_fill_(past_end, float("-inf"))  # in place: gather returned a copy
-    values, positions = torch.topk(cand_vals, k, dim=1)
-    return values, cand_ids.gather(1, positions)
+        keys.masked_fill_(past_end, torch.iinfo(torch.int64).min)  # in place: our fresh keys
+    ids = cand_ids.gather(1, torch.topk(keys, k, dim=1).indices)
+    return logits.gather(1, ids), ids
+
+
+def _direct_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k of every token of each row, in :func:`order_keys`' order: a top-k of the
+    order keys; on the host, where those int64 keys would cost more than the rest of a
+    small-vocabulary step, a plain ``topk`` settled by :func:`host_kernels.settle_ties`."""
+    if (
+        logits.device.type == "cpu"
+        and logits.dtype == torch.float32
+        and logits.stride(1) == 1
+        and host_kernels.ready()
+    ):
+        values, ids = torch.topk(logits, k, dim=1)
+        host_kernels.settle_ties(logits.numpy(), values.numpy(), ids.numpy())
+        return values, ids
+    positions = torch.arange(logits.shape[1], device=logits.device)
+    ids = torch.topk(order_keys(logits, positions, logits.shape[1]), k, dim=1).indices
+    return logits.gather(1, ids), ids
+
+
+def order_keys(values: torch.Tensor, ids: torch.Tensor, id_limit: int) -> torch.Tensor:
+    """int64 keys whose descending order is the selection order: larger value first, NaN
+    (either sign) first of all, equal values (−0 = +0) by the lower id. ``values`` of a dtype
+    float32 holds exactly; ``ids`` (broadcast against ``values``) below ``id_limit`` ≤ 2³²."""
+    canonical = values.float() + 0.0  # a fresh float32 tensor; −0 + 0 = +0
+    bits = canonical.view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats: bits reversed
+    ordered.masked_fill_(canonical.isnan(), 0x7FFFFFFF)  # in place: where's fresh tensor
+    return ordered * (1 << 32) + (id_limit - 1 - ids)
 
 
 def shannon_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -433,6 +475,19 @@ def _shape_bounded(
     k = int(counts.max(initial=1))
     values, token_ids = top_candidates(logits, k)
     temperature, inv_temperature, edt_entropy = _temperatures(logits, params)
+    if values.device.type == "cpu" and host_kernels.ready():
+        # The scaled softmax, the filters and the cdf in compiled passes per row: no torch
+        # operation here (a parallel one would wait for torch's worker threads, which the
+        # step's fetch thread may be holding a core from).
+        f = params.host_floats
+        row_k = np.where(params.host_top_k > 0, np.minimum(params.host_top_k, k), k)
+        host_values = values.numpy() if values.dtype == torch.float32 else values.double().numpy()
+        host_probs = host_kernels.softmax_rows(host_values, inv_temperature.numpy(), row_k)
+        filtered = host_kernels.filter_rows(
+            host_probs, f[_F["min_p"]], f[_F["top_p_cut"]], params.host_greedy
+        )
+        return _group(rows, token_ids, values[:, 0], torch.from_numpy(host_probs), temperature,
+                      edt_entropy, params, filtered)  # fmt: skip
     # float64 (the float64 temperatures promote the product), one operation.
     x = torch.mul(values, inv_temperature.unsqueeze(1))
     # In place on our own float64 copy: drop positions past each row's k (when rows differ in
@@ -440,18 +495,8 @@ def _shape_bounded(
     if not (counts == k).all():
         x.masked_fill_(params.beyond_k(k), float("-inf"))
     x.nan_to_num_(nan=float("-inf"), neginf=float("-inf"))
-    probs = torch.softmax(x, dim=1)
-    filtered = None
-    if probs.device.type == "cpu" and host_kernels.ready():
-        # _filter and the cdf in one compiled pass per row, in place on our fresh softmax.
-        f = params.host_floats
-        filtered = host_kernels.filter_rows(
-            probs.numpy(), f[_F["min_p"]], f[_F["top_p_cut"]], params.host_greedy
-        )
-    else:
-        probs = _filter(probs, params)
-    return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params,
-                  filtered)  # fmt: skip
+    probs = _filter(torch.softmax(x, dim=1), params)
+    return _group(rows, token_ids, values[:, 0], probs, temperature, edt_entropy, params)
 
 
 def _shape_full(
@@ -460,7 +505,8 @@ def _shape_full(
     """Top-k off (or large): a float32 sort per row; float64 only where probability is."""
     vocab = logits.shape[1]
     x: torch.Tensor = logits.float().nan_to_num(nan=float("-inf"), neginf=float("-inf"))
-    values, token_ids = torch.sort(x, dim=1, descending=True)
+    # Stable: equal values keep their id order, as in the bounded group.
+    values, token_ids = torch.sort(x, dim=1, descending=True, stable=True)
     temperature, inv_temperature, edt_entropy = _temperatures(x, params)
     top = values[:, :1]
     scaled = (values - top) * inv_temperature.float().unsqueeze(1)  # float32 [Rg, V], ≤ 0

@@ -250,9 +250,10 @@ class Settings(BaseSettings):
 
     host_kernels: bool = _setting(
         True,
-        "On a CPU, run the per-row filters (min-p, top-p, cdf), the choice and the byte "
-        "amplification as compiled kernels (numba, which vLLM installs; compiled at engine "
-        "start); false = tensor operations, as on an accelerator. Same results either way.",
+        "On a CPU, run the top-k, the softmax, the per-row filters (min-p, top-p, cdf), the "
+        "choice and the byte amplification as compiled kernels (numba, which vLLM installs; "
+        "compiled at engine start); false = tensor operations, as on an accelerator. Same "
+        "results either way.",
     )
 
     # --- diagnostics --------------------------------------------------------------------------

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Literal
 
 from qr_sampler.entropy import vdso
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyUnavailableError
+from qr_sampler.helper_threads import HelperPool, usable_cores
 
 if TYPE_CHECKING:
     from qr_sampler.settings import Settings
@@ -38,11 +37,9 @@ class SystemEntropySource(EntropySource):
     health_tested = False  # generator output: the tests cannot fail it
 
     def __init__(self, threads: int | None = None, getrandom: GetrandomMode = "auto") -> None:
-        self._threads = max(1, min(threads or len(os.sched_getaffinity(0)), 4))
+        self._threads = max(1, min(threads or usable_cores(), 4))
         self._draw, self.backend = _backend(getrandom)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0  # a pool made before a fork has no threads in the child
-        self._pool_lock = threading.Lock()
+        self._helpers = HelperPool(self._threads - 1, "qr-sampler-urandom")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SystemEntropySource:
@@ -59,28 +56,13 @@ class SystemEntropySource(EntropySource):
     def _parallel(self, n: int) -> bytes:
         size = -(-n // self._threads)
         slices = [min(size, n - start) for start in range(0, n, size)]
-        pool = self._helpers()
+        pool = self._helpers.get()
         futures = [pool.submit(self._draw, k) for k in slices[1:]]
         first = self._draw(slices[0])
         return b"".join([first, *(f.result() for f in futures)])
 
-    def _helpers(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is None or self._pool_pid != os.getpid():
-            with self._pool_lock:
-                if self._pool is None or self._pool_pid != os.getpid():
-                    self._pool = ThreadPoolExecutor(
-                        self._threads - 1, thread_name_prefix="qr-sampler-urandom"
-                    )
-                    self._pool_pid = os.getpid()
-                pool = self._pool
-        assert pool is not None
-        return pool
-
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        self._helpers.close()
 
 
 def _backend(getrandom: GetrandomMode) -> tuple[Callable[[int], bytes], str]:
