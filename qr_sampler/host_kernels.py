@@ -1,19 +1,17 @@
 """Compiled host kernels for the sampler's per-row work on a CPU, one pass per row each.
 
-**Top-k** (:func:`top_k`, large vocabularies). Per row, without torch threads:
+**Top-k** (:func:`top_k`, large vocabularies). torch takes each block's maximum in one read
+pass over the logits (both OpenMP threads; the pass is bound by memory). Then, per row:
 
-1. one vectorised pass takes the maximum of each of the row's token groups (group g holds
-   the g-th token of each of :data:`_STRIPES` stripes: element-wise maxima, no horizontal
-   reductions; NaN never wins a comparison);
-2. a 2,048-bin histogram of those maxima bounds the k-th largest from below by t;
-3. a second pass, on the row still in the core's cache, keeps the tokens ≥ t (and NaN),
-   testing 256 at a time; typically a few more than k;
-4. those few are sorted by their order key.
+1. a 2,048-bin histogram of the block maxima bounds the k-th largest from below by t;
+2. the tokens ≥ t of the blocks whose maximum is ≥ t are the candidates, typically a few
+   more than k (k distinct tokens are ≥ t, so no token below t is among the k best);
+3. those few are sorted by their order key.
 
-Rows go in chunks to the calling thread and a few helpers (the kernels release the GIL).
-A row with more candidates than the buffer (heavy ties, many NaNs) takes :func:`_k_best`,
-one pass against a running threshold. Small vocabularies keep torch's ``topk`` and
-:func:`settle_ties` puts its result in the same order.
+This replaces two ``topk`` and two gathers of the tensor path. A row with a NaN or with more
+candidates than the buffer (heavy ties) takes :func:`_k_best`, one pass against a running
+threshold. Small vocabularies keep torch's ``topk``, and :func:`settle_ties` puts its result
+in the same order.
 
 **The order**, on every path and device (``selection.order_keys`` on tensors): larger value
 first, NaN (either sign) first of all, equal values (−0 = +0) by the lower token id.
@@ -23,7 +21,8 @@ top-p, the greedy override, the cdf) and the choice by u cost about 20 tensor op
 :mod:`qr_sampler.selection`, each 5–30 µs of fixed cost however small the rows. These kernels do
 the same per row in one loop, compiled by numba (a dependency of vLLM, so present wherever the
 plugin runs): at batch 256 × k 50, about 0.8 ms of tensor operations becomes about 40 µs. The
-softmax stays a tensor operation (vectorised exp; a scalar exp per candidate costs more).
+softmax (:func:`softmax_rows`) runs here too: torch's, even over 32 × 50, opens an OpenMP
+parallel region that waits for a worker the step's fetch thread may be keeping off its core.
 
 Same definitions as the tensor path, which stays the path on accelerators and is tested against
 these kernels (``tests/sampler/test_host_kernels.py``): the results agree to float64 rounding.
@@ -35,34 +34,21 @@ Without numba, or with ``QR_HOST_KERNELS=false`` (the engine sets :data:`ENABLED
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
-from qr_sampler.helper_threads import HelperPool, usable_cores
-
 _SQRT2 = math.sqrt(2.0)
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 #: False forces the tensor path on the host (``QR_HOST_KERNELS``; tests compare the two).
 ENABLED = True
-#: A top-k call's size from which helper threads take some of its rows. Below it the helpers
-#: cost more than they save: measured in a real step at batch 32 × 151,936 on 2 cores, where
-#: they compete with the step's fetch thread and torch's spinning OpenMP workers, they made
-#: the step slower; at batch 256 they made it 10–20 % faster.
-SPLIT_FROM_ROWS = 64
-SPLIT_FROM_ELEMENTS = 1 << 20
-_row_helpers = HelperPool(usable_cores() - 1, "qr-sampler-topk")
-#: Elements per threshold test in the top-k scan (1 KiB of float32), and per second-level
+#: Elements per threshold test in the one-pass top-k (1 KiB of float32), and per second-level
 #: test inside a chunk that passed.
 _CHUNK = 256
 _SUB = 32
-#: Stripes of the pruned top-k (see ``_pruned_candidates``): 64 keeps the group maxima in the
-#: core's first-level cache during the pass.
-_STRIPES = 64
 #: Bits of a value's order that pick its bin when bounding the k-th largest.
 _BIN_BITS = 11
 
@@ -72,39 +58,21 @@ def ready() -> bool:
     return ENABLED and _kernels() is not None
 
 
-def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k(
+    logits: np.ndarray, block_max: np.ndarray, block: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest logits of each row of ``logits`` (float32 [R, V], rows contiguous,
-    1 ≤ k ≤ V), in the order of the module docstring: values float32 [R, k], token ids int64
-    [R, k]. Exact; rows with fewer than k values above -inf are completed with their -inf
-    tokens, lowest ids first."""
+    1 ≤ k ≤ number of blocks), in the order of the module docstring: values float32 [R, k],
+    token ids int64 [R, k]. Exact; rows with fewer than k values above -inf are completed with
+    their -inf tokens, lowest ids first. ``block_max`` (float32 [R, ceil(V / block)]): the
+    maxima of each row's consecutive blocks of ``block`` tokens (the last may be shorter), NaN
+    propagated."""
     kernels = _kernels()
     assert kernels is not None
     rows = logits.shape[0]
     values = np.empty((rows, k), dtype=np.float32)
     ids = np.empty((rows, k), dtype=np.int64)
-    if rows < SPLIT_FROM_ROWS or rows * logits.shape[1] < SPLIT_FROM_ELEMENTS:
-        kernels[3](logits, k, values, ids, 0, rows)
-        return values, ids
-    # Rows in chunks, taken in turn by this thread and the helpers: a helper that gets little
-    # of its core (the model's idle OpenMP workers spin for milliseconds after each parallel
-    # operation) takes few chunks and holds nothing up.
-    chunk = max(1, rows // (4 * (_row_helpers.workers + 1)))
-    starts = iter(range(0, rows, chunk))
-    lock = threading.Lock()
-
-    def work() -> None:
-        while True:
-            with lock:
-                start = next(starts, None)
-            if start is None:
-                return
-            kernels[3](logits, k, values, ids, start, min(start + chunk, rows))
-
-    pool = _row_helpers.get()
-    futures = [pool.submit(work) for _ in range(_row_helpers.workers)]
-    work()
-    for future in futures:
-        future.result()
+    kernels[3](logits, np.ascontiguousarray(block_max), block, k, values, ids)
     return values, ids
 
 
@@ -197,7 +165,8 @@ def warm_up() -> None:
     for token_ids in (np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)[:, :2]):
         choose(cdf, kept, token_ids, probs, np.array([2.0, np.nan]), np.ones(2))
     row = np.array([[1.0, np.nan, -np.inf, 0.5]], dtype=np.float32)
-    values, ids = top_k(row, 2)
+    values, ids = top_k(row, np.array([[np.nan, 0.5]], dtype=np.float32), 2, 1)
+    top_k(row, np.array([[1.0, 0.5]], dtype=np.float32), 2, 1)
     settle_ties(row, values, ids)
     population = np.full(2, 127.5), np.full(2, 73.9), np.full(2, 1e-10)
     # Bytes arrive read-only (np.frombuffer over bytes): numba types those apart.
@@ -224,52 +193,84 @@ def _kernels() -> tuple[Callable[..., Any], ...] | None:
     # module's globals when it compiles the kernel.
     # The top-k kernels call these helpers, which numba resolves as this module's globals when
     # it compiles a kernel: they are replaced by their compiled forms first.
-    global _any_above, _order_key, _k_best, _pruned_candidates, _lower_bound  # noqa: PLW0603
+    global _any_above, _order_key, _k_best, _lower_bound, _block_candidates, _emit  # noqa: PLW0603
+    _block_candidates = numba.njit(nogil=True, cache=True)(_block_candidates)
+    _emit = numba.njit(nogil=True, cache=True)(_emit)
     _lower_bound = numba.njit(nogil=True, cache=True)(_lower_bound)
     _any_above = numba.njit(inline="always", cache=True)(_any_above)
     _order_key = numba.njit(inline="always", cache=True)(_order_key)
     _k_best = numba.njit(nogil=True, cache=True)(_k_best)
-    _pruned_candidates = numba.njit(nogil=True, cache=True)(_pruned_candidates)
-    return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), jit(_top_k_rows),
+    return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), jit(_top_k_blocks),
             jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
 
 
 # --- the kernels (plain Python here; numba compiles them) --------------------------------------
 
 
-def _top_k_rows(logits: Any, k: Any, values: Any, ids: Any, start: Any, stop: Any) -> None:
-    vocab = logits.shape[1]
-    stripe = -(-vocab // _STRIPES)  # group g: the tokens g, g + stripe, g + 2·stripe, …
-    if stripe < 4 * k:  # groups would hold too few of the row's best: one token per group
-        stripe = vocab
-    group_max = np.empty(stripe, dtype=np.float32)
+def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any,
+                  ids: Any) -> None:
     histogram = np.empty(1 << _BIN_BITS, dtype=np.int64)
     capacity = 16 * k + 1024
     keys = np.empty(capacity, dtype=np.int64)
     buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
     best = np.empty(k, dtype=np.int64)
-    for r in range(start, stop):
+    for r in range(logits.shape[0]):
         row = logits[r]
-        n = _pruned_candidates(row, k, stripe, group_max, histogram, keys)
-        if n < 0:  # many ties or NaNs: the one-pass scan of the row
+        maxima = block_max[r]
+        n = _block_candidates(row, maxima, k, width, histogram, keys)
+        if n < 0:  # a NaN, or many ties: the one-pass scan of the row
             _k_best(row, k, buffer, best)
             for i in range(k):
                 ids[r, i] = best[i]
                 values[r, i] = row[best[i]]
             continue
-        ordered = np.sort(keys[:n])
-        found = min(k, n)
-        for i in range(found):
-            j = vocab - 1 - (ordered[n - 1 - i] & 0xFFFFFFFF)
-            ids[r, i] = j
-            values[r, i] = row[j]
-        j = 0
-        for i in range(found, k):  # only -inf is left: lowest ids first
-            while row[j] != -np.inf:
-                j += 1
-            ids[r, i] = j
-            values[r, i] = row[j]
+        _emit(row, keys, n, k, values[r], ids[r])
+
+
+def _block_candidates(row: Any, maxima: Any, k: Any, width: Any, histogram: Any,
+                      keys: Any) -> Any:
+    """Order keys of the tokens that can be among the row's k best, from its blocks' maxima:
+    with t a lower bound on the k-th largest maximum, k distinct tokens are ≥ t, so the
+    candidates are the tokens ≥ t, all in blocks whose maximum is ≥ t. -1: a NaN, or more
+    candidates than ``keys`` holds."""
+    vocab = len(row)
+    for b in range(len(maxima)):
+        if math.isnan(maxima[b]):
+            return -1
+    threshold = _lower_bound(maxima, k, histogram)
+    below = (threshold if threshold == -np.inf
+             else np.nextafter(threshold, np.float32(-np.inf)))  # fmt: skip
+    bits = row.view(np.int32)
+    n = 0
+    for b in range(len(maxima)):
+        if not maxima[b] > below:
+            continue
+        for j in range(b * width, min(b * width + width, vocab)):
+            if row[j] > below:
+                if n == len(keys):
+                    return -1
+                keys[n] = _order_key(bits[j], j, vocab)
+                n += 1
+    return n
+
+
+def _emit(row: Any, keys: Any, n: Any, k: Any, values: Any, ids: Any) -> None:
+    """The k best of the ``n`` candidates' keys into ``values``/``ids``, completed with the
+    row's -inf tokens, lowest ids first, when fewer than k are finite."""
+    vocab = len(row)
+    ordered = np.sort(keys[:n])
+    found = min(k, n)
+    for i in range(found):
+        j = vocab - 1 - (ordered[n - 1 - i] & 0xFFFFFFFF)
+        ids[i] = j
+        values[i] = row[j]
+    j = 0
+    for i in range(found, k):
+        while row[j] != -np.inf:
             j += 1
+        ids[i] = j
+        values[i] = row[j]
+        j += 1
 
 
 def _settle_ties_rows(logits: Any, values: Any, ids: Any) -> None:
@@ -309,45 +310,6 @@ def _settle_ties_rows(logits: Any, values: Any, ids: Any) -> None:
             for i in range(k):
                 ids[r, i] = best[i]
                 values[r, i] = row[best[i]]
-
-
-def _pruned_candidates(row: Any, k: Any, stripe: Any, group_max: Any, histogram: Any,
-                       keys: Any) -> Any:
-    """Order keys (into ``keys``) of every token that can be among the row's k best; their
-    count, or -1 when the row needs the full scan (more candidates than ``keys`` holds: heavy
-    ties or many NaNs).
-
-    The row is cut into :data:`_STRIPES` stripes of ``stripe`` tokens; group g holds the g-th
-    token of each stripe, so one vectorised pass (element-wise maxima, no horizontal
-    reductions) takes every group's largest number. With t the k-th largest of those, k
-    distinct tokens are ≥ t, so no number below t is among the k best: the candidates are the
-    tokens ≥ t (every one of them, so ties at t keep their order), all in groups whose maximum
-    is ≥ t, and every NaN (the second pass's test lets NaN through; NaN ranks first).
-    """
-    vocab = len(row)
-    group_max[:] = -np.inf
-    for lo in range(0, vocab, stripe):
-        part = row[lo : lo + stripe]
-        for j in range(len(part)):  # NaN never wins a comparison: the maxima are NaN-free
-            value = part[j]
-            group_max[j] = value if value > group_max[j] else group_max[j]
-    threshold = _lower_bound(group_max, k, histogram)
-    # Fewer than k finite tokens: take those and complete with -inf. Otherwise the float just
-    # below the threshold, so that "above it" means "≥ threshold".
-    below = (threshold if threshold == -np.inf
-             else np.nextafter(threshold, np.float32(-np.inf)))  # fmt: skip
-    bits = row.view(np.int32)
-    n = 0
-    for lo in range(0, vocab, _CHUNK):  # the row is still in the core's cache
-        if not _any_above(row, lo, _CHUNK, below):
-            continue
-        for j in range(lo, min(lo + _CHUNK, vocab)):
-            if not row[j] <= below:
-                if n == len(keys):
-                    return -1
-                keys[n] = _order_key(bits[j], j, vocab)
-                n += 1
-    return n
 
 
 def _k_best(row: Any, k: Any, buffer: Any, best: Any) -> None:

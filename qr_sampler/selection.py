@@ -351,8 +351,8 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     block, whose ids are all lower): an element outside them is beaten by those k blocks' best
     elements. So the top-k over those k·_BLOCK candidates is the row's top-k.
 
-    On a CPU with the host kernels, float32 rows take :func:`host_kernels.top_k` instead (the
-    same result; no torch thread involved).
+    On a CPU with the host kernels, float32 rows go from the block maxima to
+    :func:`host_kernels.top_k` (the same result).
     """
     rows, vocab = logits.shape
     if k >= vocab or logits.dtype not in _KEYED_DTYPES:
@@ -363,9 +363,6 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     if logits.stride(1) != 1 or 4 * k * _BLOCK > vocab:
         # Pruning would keep a large share of the row: a direct top-k is as fast.
         return _direct_top_k(logits, k)
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and host_kernels.ready():
-        host_values, host_ids = host_kernels.top_k(logits.numpy(), k)
-        return torch.from_numpy(host_values), torch.from_numpy(host_ids)
     positions = torch.arange(vocab, device=logits.device)
     n_full = vocab // _BLOCK
     main = logits[:, : n_full * _BLOCK].view(rows, n_full, _BLOCK)
@@ -374,6 +371,11 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     if has_tail:
         tail_max = logits[:, n_full * _BLOCK :].amax(dim=1, keepdim=True)
         block_max = torch.cat([block_max, tail_max], dim=1)
+    if logits.device.type == "cpu" and logits.dtype == torch.float32 and host_kernels.ready():
+        # The selection from the block maxima, compiled: a few passes over small arrays
+        # instead of two topk and two gathers of the candidates.
+        host_values, host_ids = host_kernels.top_k(logits.numpy(), block_max.numpy(), _BLOCK, k)
+        return torch.from_numpy(host_values), torch.from_numpy(host_ids)
     blocks = block_max.shape[1]
     block_keys = order_keys(block_max, positions[:blocks], blocks)
     top_blocks = torch.topk(block_keys, k, dim=1, sorted=False).indices  # [R, k]
