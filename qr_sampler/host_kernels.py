@@ -34,17 +34,25 @@ Without numba, or with ``QR_HOST_KERNELS=false`` (the engine sets :data:`ENABLED
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+from qr_sampler.helper_threads import HelperPool, usable_cores
+
 _SQRT2 = math.sqrt(2.0)
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 #: False forces the tensor path on the host (``QR_HOST_KERNELS``; tests compare the two).
 ENABLED = True
+#: Rows from which helper threads take chunks of a top-k's rows: measured in a real step on 2
+#: cores, they made batch 32 slower (they compete with the fetch thread and torch's spinning
+#: OpenMP workers) and batch 256 faster.
+SPLIT_FROM_ROWS = 64
+_row_helpers = HelperPool(usable_cores() - 1, "qr-sampler-topk")
 #: Elements per threshold test in the one-pass top-k (1 KiB of float32), and per second-level
 #: test inside a chunk that passed.
 _CHUNK = 256
@@ -72,7 +80,30 @@ def top_k(
     rows = logits.shape[0]
     values = np.empty((rows, k), dtype=np.float32)
     ids = np.empty((rows, k), dtype=np.int64)
-    kernels[3](logits, np.ascontiguousarray(block_max), block, k, values, ids)
+    block_max = np.ascontiguousarray(block_max)
+    if rows < SPLIT_FROM_ROWS:
+        kernels[3](logits, block_max, block, k, values, ids, 0, rows)
+        return values, ids
+    # Rows in chunks, taken in turn by this thread and the helpers: a helper that gets little
+    # of its core (torch's idle OpenMP workers spin for milliseconds after each parallel
+    # operation) takes few chunks and holds nothing up.
+    chunk = max(1, rows // (4 * (_row_helpers.workers + 1)))
+    starts = iter(range(0, rows, chunk))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            kernels[3](logits, block_max, block, k, values, ids, start, min(start + chunk, rows))
+
+    pool = _row_helpers.get()
+    futures = [pool.submit(work) for _ in range(_row_helpers.workers)]
+    work()
+    for future in futures:
+        future.result()
     return values, ids
 
 
@@ -207,14 +238,14 @@ def _kernels() -> tuple[Callable[..., Any], ...] | None:
 # --- the kernels (plain Python here; numba compiles them) --------------------------------------
 
 
-def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any,
-                  ids: Any) -> None:
+def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any, ids: Any,
+                  start: Any, stop: Any) -> None:
     histogram = np.empty(1 << _BIN_BITS, dtype=np.int64)
     capacity = 16 * k + 1024
     keys = np.empty(capacity, dtype=np.int64)
     buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
     best = np.empty(k, dtype=np.int64)
-    for r in range(logits.shape[0]):
+    for r in range(start, stop):
         row = logits[r]
         maxima = block_max[r]
         n = _block_candidates(row, maxima, k, width, histogram, keys)

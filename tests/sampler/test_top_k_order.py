@@ -121,3 +121,13 @@ def test_winners_at_the_edges_of_blocks(vocab: int) -> None:
     row[winners] = [5.0, 4.0, 3.0, 2.0]
     _, ids = top_candidates(torch.from_numpy(row[None, :]), 4)
     assert ids[0].tolist() == winners
+
+
+def test_rows_shared_with_helper_threads_keep_their_order() -> None:
+    """From :data:`host_kernels.SPLIT_FROM_ROWS` rows, helper threads take chunks of rows."""
+    stressed = _rows(20_000, np.random.default_rng(3))
+    rows = np.concatenate([stressed] * (host_kernels.SPLIT_FROM_ROWS // len(stressed) + 1))
+    assert len(rows) >= host_kernels.SPLIT_FROM_ROWS
+    _, ids = top_candidates(torch.from_numpy(rows), 50)
+    for r, row in enumerate(rows):
+        assert ids[r].tolist() == reference_top_k(row, 50).tolist(), f"row {r}"
