@@ -213,24 +213,29 @@ def _f64(array: Any) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float64)
 
 
+_compile_lock = threading.Lock()
+#: The kernels' helpers (name, inlined), compiled before the kernels that call them.
+_HELPERS = (("_any_above", True), ("_order_key", True), ("_lower_bound", False),
+            ("_k_best", False), ("_block_candidates", False), ("_emit", False))  # fmt: skip
+
+
 @cache
 def _kernels() -> tuple[Callable[..., Any], ...] | None:
     try:
         import numba
     except ImportError:
         return None
+    with _compile_lock:
+        # The top-k kernels call these helpers, which numba resolves as this module's globals
+        # when it compiles a kernel: they are replaced by their compiled forms first. Once: two
+        # threads may both get here on the first step (functools.cache does not lock), and the
+        # second finds them compiled.
+        for name, inline in _HELPERS:
+            helper = globals()[name]
+            if not hasattr(helper, "py_func"):
+                options = {"inline": "always"} if inline else {"nogil": True}
+                globals()[name] = numba.njit(cache=True, **options)(helper)
     jit = numba.njit(nogil=True, cache=True)
-    # The top-k kernel's helpers are compiled first and inlined: numba resolves them as this
-    # module's globals when it compiles the kernel.
-    # The top-k kernels call these helpers, which numba resolves as this module's globals when
-    # it compiles a kernel: they are replaced by their compiled forms first.
-    global _any_above, _order_key, _k_best, _lower_bound, _block_candidates, _emit  # noqa: PLW0603
-    _block_candidates = numba.njit(nogil=True, cache=True)(_block_candidates)
-    _emit = numba.njit(nogil=True, cache=True)(_emit)
-    _lower_bound = numba.njit(nogil=True, cache=True)(_lower_bound)
-    _any_above = numba.njit(inline="always", cache=True)(_any_above)
-    _order_key = numba.njit(inline="always", cache=True)(_order_key)
-    _k_best = numba.njit(nogil=True, cache=True)(_k_best)
     return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), jit(_top_k_blocks),
             jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
 

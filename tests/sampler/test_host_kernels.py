@@ -155,3 +155,28 @@ def test_qr_host_kernels_false_puts_the_engine_on_the_tensor_path(
                                              "QR_METRICS_PORT": "0"}))  # fmt: skip
     step.close()
     assert not host_kernels.ready()
+
+
+def test_two_threads_may_load_the_kernels_at_once() -> None:
+    """The first step can reach the kernels from the engine thread and the fetch thread at the
+    same time; loading them twice (or at once) must work."""
+    import threading
+
+    host_kernels._kernels.cache_clear()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            assert host_kernels._kernels() is not None
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    host_kernels._kernels.cache_clear()
+    load()  # once more, with the helpers already compiled
+    assert errors == []
+    host_kernels.warm_up()
