@@ -216,7 +216,8 @@ def _f64(array: Any) -> np.ndarray:
 _compile_lock = threading.Lock()
 #: The kernels' helpers (name, inlined), compiled before the kernels that call them.
 _HELPERS = (("_any_above", True), ("_order_key", True), ("_lower_bound", False),
-            ("_k_best", False), ("_block_candidates", False), ("_emit", False))  # fmt: skip
+            ("_k_best", False), ("_scan_row", False), ("_block_candidates", False),
+            ("_emit", False))  # fmt: skip
 
 
 @cache
@@ -255,10 +256,7 @@ def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any, 
         maxima = block_max[r]
         n = _block_candidates(row, maxima, k, width, histogram, keys)
         if n < 0:  # a NaN, or many ties: the one-pass scan of the row
-            _k_best(row, k, buffer, best)
-            for i in range(k):
-                ids[r, i] = best[i]
-                values[r, i] = row[best[i]]
+            _scan_row(row, k, buffer, best, values[r], ids[r])
             continue
         _emit(row, keys, n, k, values[r], ids[r])
 
@@ -342,10 +340,15 @@ def _settle_ties_rows(logits: Any, values: Any, ids: Any) -> None:
             for j in range(vocab):
                 in_row += row[j] == last
         if in_row != taken:
-            _k_best(row, k, buffer, best)
-            for i in range(k):
-                ids[r, i] = best[i]
-                values[r, i] = row[best[i]]
+            _scan_row(row, k, buffer, best, values[r], ids[r])
+
+
+def _scan_row(row: Any, k: Any, buffer: Any, best: Any, values: Any, ids: Any) -> None:
+    """The row's k best by :func:`_k_best`, into ``values`` and ``ids`` (the row's outputs)."""
+    _k_best(row, k, buffer, best)
+    for i in range(k):
+        ids[i] = best[i]
+        values[i] = row[best[i]]
 
 
 def _k_best(row: Any, k: Any, buffer: Any, best: Any) -> None:
