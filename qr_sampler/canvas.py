@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from qr_sampler.selection import force_rows
@@ -56,7 +57,7 @@ class OneHotCanvas:
         self.min_elements = min_elements
         self.max_rows = max_rows  # the engine's largest batch (rows), when known
         self._canvas: torch.Tensor | None = None
-        self._row_starts: torch.Tensor | None = None  # int64 [capacity]: row · vocab
+        self._row_starts: np.ndarray | None = None  # int64 [capacity]: row · vocab
         self._forced_at: torch.Tensor | None = None  # flat positions made finite last step
         self._copied_rows: torch.Tensor | None = None  # rows copied whole last step
 
@@ -71,22 +72,25 @@ class OneHotCanvas:
             # cheaper to fill than to track: force in place (the canvas keeps its own state).
             return force_in_place(logits, token_ids)
         rows, vocab = logits.shape
-        if len(token_ids) and int(token_ids.max()) >= vocab:  # flat indexing would not notice
-            raise ValueError(f"token id {int(token_ids.max())} is outside the vocabulary")
+        # The index arithmetic on the host in numpy: each small torch operation costs more
+        # than the whole of it at these sizes.
+        ids = token_ids.numpy()
+        if len(ids) and int(ids.max()) >= vocab:  # flat indexing would not notice
+            raise ValueError(f"token id {int(ids.max())} is outside the vocabulary")
         canvas = self._ready(rows, vocab, logits.dtype, logits.device)
         assert self._row_starts is not None
         out = canvas[:rows]
-        forced = token_ids >= 0
-        if bool(forced.all()):
-            flat = self._row_starts[:rows] + token_ids
+        forced = ids >= 0
+        if forced.all():
+            flat = self._row_starts[:rows] + ids
         else:  # rows left to the engine get their own logits back
-            kept = (~forced).nonzero().squeeze(1)
+            kept = torch.from_numpy(np.flatnonzero(~forced))
             out.index_copy_(0, kept, logits.index_select(0, kept))  # in place: our canvas
             self._copied_rows = kept
-            chosen = forced.nonzero().squeeze(1)
-            flat = self._row_starts.index_select(0, chosen) + token_ids.index_select(0, chosen)
-        self._forced_at = flat  # before the write: a failed write is reset at the next step
-        canvas.view(-1).index_fill_(0, flat, 0.0)  # in place: our canvas
+            chosen = np.flatnonzero(forced)
+            flat = self._row_starts[chosen] + ids[chosen]
+        self._forced_at = torch.from_numpy(flat)  # before the write: reset at the next step
+        canvas.view(-1).index_fill_(0, self._forced_at, 0.0)  # in place: our canvas
         return out
 
     def _ready(
@@ -103,7 +107,7 @@ class OneHotCanvas:
         capacity = max(self._capacity_for(rows), canvas.shape[0] if canvas is not None else 0)
         self._canvas = self._forced_at = self._copied_rows = None
         canvas = torch.full((capacity, vocab), float("-inf"), dtype=dtype, device=device)
-        self._row_starts = torch.arange(capacity, device=device) * vocab
+        self._row_starts = np.arange(capacity, dtype=np.int64) * vocab
         self._canvas = canvas
         return canvas
 

@@ -3,9 +3,10 @@
 **Top-k** (:func:`top_k`, large vocabularies). torch takes each block's maximum in one read
 pass over the logits (both OpenMP threads; the pass is bound by memory). Then, per row:
 
-1. a 2,048-bin histogram of the block maxima bounds the k-th largest from below by t;
-2. the tokens ≥ t of the blocks whose maximum is ≥ t are the candidates, typically a few
-   more than k (k distinct tokens are ≥ t, so no token below t is among the k best);
+1. t = the k-th largest block maximum: the smallest of the maxima of k groups of blocks
+   bounds it from below, and a partition of the few maxima above that bound finds it;
+2. the tokens ≥ t of the (about k) blocks whose maximum is ≥ t are the candidates, typically
+   a few more than k (k distinct tokens are ≥ t, so no token below t is among the k best);
 3. those few are sorted by their order key.
 
 This replaces two ``topk`` and two gathers of the tensor path. A row with a NaN or with more
@@ -57,8 +58,6 @@ _row_helpers = HelperPool(usable_cores() - 1, "qr-sampler-topk")
 #: test inside a chunk that passed.
 _CHUNK = 256
 _SUB = 32
-#: Bits of a value's order that pick its bin when bounding the k-th largest.
-_BIN_BITS = 11
 
 
 def ready() -> bool:
@@ -215,7 +214,7 @@ def _f64(array: Any) -> np.ndarray:
 
 _compile_lock = threading.Lock()
 #: The kernels' helpers (name, inlined), compiled before the kernels that call them.
-_HELPERS = (("_any_above", True), ("_order_key", True), ("_lower_bound", False),
+_HELPERS = (("_any_above", True), ("_order_key", True),
             ("_k_best", False), ("_scan_row", False), ("_block_candidates", False),
             ("_emit", False))  # fmt: skip
 
@@ -246,45 +245,86 @@ def _kernels() -> tuple[Callable[..., Any], ...] | None:
 
 def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any, ids: Any,
                   start: Any, stop: Any) -> None:
-    histogram = np.empty(1 << _BIN_BITS, dtype=np.int64)
+    blocks = block_max.shape[1]
     capacity = 16 * k + 1024
     keys = np.empty(capacity, dtype=np.int64)
     buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
     best = np.empty(k, dtype=np.int64)
+    tops = np.empty(blocks, dtype=np.float32)
+    picked = np.empty(blocks, dtype=np.int64)
     for r in range(start, stop):
         row = logits[r]
-        maxima = block_max[r]
-        n = _block_candidates(row, maxima, k, width, histogram, keys)
+        n = _block_candidates(row, block_max[r], k, width, tops, picked, keys)
         if n < 0:  # a NaN, or many ties: the one-pass scan of the row
             _scan_row(row, k, buffer, best, values[r], ids[r])
             continue
         _emit(row, keys, n, k, values[r], ids[r])
 
 
-def _block_candidates(row: Any, maxima: Any, k: Any, width: Any, histogram: Any,
+def _block_candidates(row: Any, maxima: Any, k: Any, width: Any, tops: Any, picked: Any,
                       keys: Any) -> Any:
     """Order keys of the tokens that can be among the row's k best, from its blocks' maxima:
-    with t a lower bound on the k-th largest maximum, k distinct tokens are ≥ t, so the
-    candidates are the tokens ≥ t, all in blocks whose maximum is ≥ t. -1: a NaN, or more
-    candidates than ``keys`` holds."""
+    with t the k-th largest maximum, k distinct tokens are ≥ t, so the candidates are the
+    tokens ≥ t, all in the (about k) blocks whose maximum is ≥ t. -1: a NaN, or more
+    candidates than ``keys`` holds. Every loop here is a plain pass over a small array, or a
+    fixed-width one over a picked block, which the compiler vectorises."""
     vocab = len(row)
-    for b in range(len(maxima)):
-        if math.isnan(maxima[b]):
-            return -1
-    threshold = _lower_bound(maxima, k, histogram)
+    blocks = len(maxima)
+    nans = 0
+    for b in range(blocks):
+        nans += maxima[b] != maxima[b]
+    if nans:
+        return -1
+    # A lower bound on t: split the maxima into k groups; the smallest group maximum is ≤ t
+    # (each group holds a value ≥ it). Then t exactly, by a partition of the maxima ≥ it.
+    size = blocks // k
+    bound = np.float32(np.inf)
+    for g in range(k):
+        top = maxima[g * size]
+        for b in range(g * size + 1, g * size + size):
+            top = maxima[b] if maxima[b] > top else top
+        bound = top if top < bound else bound
+    m = 0
+    for b in range(blocks):
+        if maxima[b] >= bound:
+            picked[m] = b
+            m += 1
+    for i in range(m):
+        tops[i] = maxima[picked[i]]
+    threshold = np.partition(tops[:m], m - k)[m - k]
     below = (threshold if threshold == -np.inf
              else np.nextafter(threshold, np.float32(-np.inf)))  # fmt: skip
-    bits = row.view(np.int32)
+    chosen = 0
+    for i in range(m):  # the blocks that can hold a candidate, about k of them
+        if tops[i] > below:
+            picked[chosen] = picked[i]
+            chosen += 1
+    # Most of them hold one candidate (their maximum): one fixed-width pass counts the block's
+    # tokens above and sums their positions, which is the position when it is one.
     n = 0
-    for b in range(len(maxima)):
-        if not maxima[b] > below:
-            continue
-        for j in range(b * width, min(b * width + width, vocab)):
-            if row[j] > below:
-                if n == len(keys):
-                    return -1
-                keys[n] = _order_key(bits[j], j, vocab)
+    for i in range(chosen):
+        start = picked[i] * width
+        if start + width <= vocab:
+            count = np.int32(0)
+            position = np.int32(0)
+            for j in range(width):
+                hit = np.int32(row[start + j] > below)
+                count += hit
+                position += hit * np.int32(j)
+            if count == 1 and n < len(keys):
+                keys[n] = start + position
                 n += 1
+                continue
+        stop = min(start + width, vocab)
+        if n + stop - start > len(keys):
+            return -1
+        for j in range(start, stop):  # branch-free: every position written, the kept counted
+            keys[n] = j
+            n += row[j] > below
+    bits = row.view(np.int32)
+    for i in range(n):
+        j = keys[i]
+        keys[i] = _order_key(bits[j], j, vocab)
     return n
 
 
@@ -388,30 +428,6 @@ def _k_best(row: Any, k: Any, buffer: Any, best: Any) -> None:
             j += 1
         best[i] = j
         j += 1
-
-
-def _lower_bound(values: Any, k: Any, histogram: Any) -> Any:
-    """A number t with at least k of ``values`` (no NaN; 1 ≤ k ≤ len) ≥ t, and few more
-    (those sharing the k-th largest's bin). One pass counts the values per bin of the top
-    :data:`_BIN_BITS` bits of their order (sign, exponent, the mantissa's first bits: bins a
-    quarter of an octave wide); t is the lower edge of the bin where the count reaches k.
-    -inf when that bin holds -inf (fewer than k finite values are ≥ the edge)."""
-    histogram[:] = 0
-    bits = values.view(np.int32)
-    shift = 32 - _BIN_BITS
-    for i in range(len(values)):
-        v = bits[i]
-        histogram[((v ^ ((v >> 31) & 0x7FFFFFFF)) >> shift) + (1 << (_BIN_BITS - 1))] += 1
-    total = 0
-    edge = len(histogram) - 1
-    while total + histogram[edge] < k:
-        total += histogram[edge]
-        edge -= 1
-    key = np.int32((edge - (1 << (_BIN_BITS - 1))) << shift)  # the bin's smallest order
-    if key <= -0x7F800001:  # the bin of -inf (and of negative NaN bit patterns)
-        return np.float32(-np.inf)
-    lowest = key if key >= 0 else key ^ np.int32(0x7FFFFFFF)
-    return np.array([lowest], dtype=np.int32).view(np.float32)[0]
 
 
 def _any_above(row: Any, lo: Any, width: Any, threshold: Any) -> Any:

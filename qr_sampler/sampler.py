@@ -4,7 +4,8 @@ Per step (``TokenSampler.sample``):
 
 1. start the entropy fetch for every row that needs it (greedy rows need none) — the logits
    already exist, so the bytes are drawn just-in-time; a worker thread waits for them while
-2. this thread shapes every sampled row's distribution (selection.shape);
+2. this thread shapes every sampled row's distribution (selection.shape) — except for a
+   generator's bytes on a CPU host, drawn inline first (see ``TokenSampler._start_fetch``);
 3. amplify each row's bytes to u (amplification.amplify), on the host, into a reused buffer;
 4. choose each row's token (selection.choose);
 5. force it: the row becomes one-hot, in place or on a reused canvas (:mod:`qr_sampler.canvas`);
@@ -215,7 +216,8 @@ class TokenSampler:
         self.forced_logits = None
         entropy_rows = batch.entropy_rows
         nonce = self.nonce_for(step) if len(entropy_rows) else b""
-        job = self._start_fetch(batch, entropy_rows, nonce) if len(entropy_rows) else None
+        job = (self._start_fetch(batch, entropy_rows, nonce, logits.device)
+               if len(entropy_rows) else None)  # fmt: skip
 
         sub = logits if batch.row_index is None else logits.index_select(0, batch.row_index)
         candidates = shape(sub, batch.params)
@@ -287,12 +289,18 @@ class TokenSampler:
         return staged.to(device, non_blocking=True)
 
     def _start_fetch(
-        self, batch: SamplingBatch, rows: np.ndarray, nonce: bytes
+        self, batch: SamplingBatch, rows: np.ndarray, nonce: bytes, device: torch.device
     ) -> _FetchJob:
+        """The step's fetch: on the worker thread when it is a wait (or the tensor work is on an
+        accelerator); inline when it is CPU work on a CPU host. There a thread of ours would
+        share the cores with torch's OpenMP threads (the parallel passes of the step wait for
+        the slowest; vLLM's CPU worker binds them, and ours inherit the binding), so drawing
+        first and then shaping is as fast, without the switches (measured in the issue-14
+        notes)."""
         job = _FetchJob(
             batch.counts[rows], nonce, (batch.mean[rows], batch.std[rows], batch.epsilon[rows])
         )
-        if self._fetcher is None:
+        if self._fetcher is None or (self.source.fetch_uses_cpu and device.type == "cpu"):
             job.run(self.source)
         else:
             self._fetcher.submit(job)

@@ -363,7 +363,6 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     if logits.stride(1) != 1 or 4 * k * _BLOCK > vocab:
         # Pruning would keep a large share of the row: a direct top-k is as fast.
         return _direct_top_k(logits, k)
-    positions = torch.arange(vocab, device=logits.device)
     n_full = vocab // _BLOCK
     main = logits[:, : n_full * _BLOCK].view(rows, n_full, _BLOCK)
     block_max = main.amax(dim=2)  # [R, n_full]; NaN propagates
@@ -377,6 +376,7 @@ def top_candidates(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
         host_values, host_ids = host_kernels.top_k(logits.numpy(), block_max.numpy(), _BLOCK, k)
         return torch.from_numpy(host_values), torch.from_numpy(host_ids)
     blocks = block_max.shape[1]
+    positions = torch.arange(vocab, device=logits.device)
     block_keys = order_keys(block_max, positions[:blocks], blocks)
     top_blocks = torch.topk(block_keys, k, dim=1, sorted=False).indices  # [R, k]
     cand_ids = (top_blocks.unsqueeze(2) * _BLOCK + positions[:_BLOCK]).flatten(1)  # [R, k·B]

@@ -41,6 +41,10 @@ class EntropySource(ABC):
     #: for devices (a QRNG, a plugin's hardware) that can get stuck; False for generators whose
     #: output passes by construction (a CSPRNG, a seeded PRNG, a hash).
     health_tested: ClassVar[bool] = True
+    #: Whether a fetch is CPU work in the calling thread (a generator) rather than a wait (a
+    #: network or a device). The sampler overlaps a wait with the step's tensor work on a thread;
+    #: on a CPU host, CPU work there would only compete with torch's threads for the same cores.
+    fetch_uses_cpu: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EntropySource:

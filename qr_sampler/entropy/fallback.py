@@ -52,6 +52,7 @@ class FallbackEntropySource(EntropySource):
         self.primary = primary
         self.fallback = fallback
         self.name = primary.name  # the configured source's name, not "fallback"
+        self.fetch_uses_cpu = primary.fetch_uses_cpu
         # Tests only where they can fail: a seeded or cryptographic generator passes by
         # construction, and its bytes would only cost time.
         self.health_tests = health_tests if primary.health_tested else None

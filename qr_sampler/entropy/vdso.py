@@ -50,6 +50,25 @@ class _Params(ctypes.Structure):
     ]
 
 
+def writable_bytes(n: int) -> tuple[bytes, int]:
+    """A new ``bytes`` of ``n`` bytes not yet filled, and the address of its contents.
+
+    The generator writes straight into the object that is handed on: no zeroed buffer, no copy
+    (at a batch's 655 KB, the two cost about 15 % of drawing them). Legal in CPython's C API
+    for an object nobody else holds yet; the caller fills it before anyone sees it.
+    """
+    out = _new_bytes(None, n)
+    return out, _bytes_address(out)
+
+
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+_bytes_address = ctypes.pythonapi.PyBytes_AsString
+_bytes_address.restype = ctypes.c_void_p
+_bytes_address.argtypes = [ctypes.py_object]
+
+
 class VdsoGetrandom:
     """Draws bytes with the vDSO's getrandom; one opaque state per thread. Thread-safe."""
 
@@ -66,9 +85,13 @@ class VdsoGetrandom:
         """Exactly ``n`` bytes; raises OSError when the kernel refuses."""
         if n <= 0:
             return b""
+        out, address = writable_bytes(n)
+        self.fill(address, n)
+        return out
+
+    def fill(self, address: int, n: int) -> None:
+        """Write exactly ``n`` random bytes at ``address`` (memory the caller owns)."""
         state = self._state()
-        buffer = bytearray(n)
-        address = ctypes.addressof((ctypes.c_char * n).from_buffer(buffer))
         done = 0
         while done < n:  # the kernel may return less than asked (huge requests, signals)
             got = int(self._function(address + done, n - done, 0, state, self._state_size))
@@ -77,7 +100,6 @@ class VdsoGetrandom:
             if got == 0:
                 raise OSError("vDSO getrandom returned no bytes")
             done += got
-        return bytes(buffer)
 
     def _state(self) -> int:
         """This thread's state: one page, unmapped when the thread ends."""

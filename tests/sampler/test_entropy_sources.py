@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,54 @@ def test_system_source_draws_a_large_request_in_parallel_slices() -> None:
     heads = {data[i : i + 64] for i in (0, size, 2 * size)}
     assert len(heads) == 3  # each slice is its own draw
     assert 120 < np.frombuffer(data, dtype=np.uint8).mean() < 135
+    source.close()
+
+
+class _PatternFill:
+    """Stands in for the vDSO: fills each slice with its own byte, so the test sees where every
+    slice landed in the one result (random bytes could not show a slice left unwritten)."""
+
+    def __init__(self, fail_at: int = -1) -> None:
+        self.fail_at = fail_at
+        self.calls: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def fill(self, address: int, n: int) -> None:
+        with self._lock:
+            index = len(self.calls)
+            self.calls.append((address, n))
+        if index == self.fail_at:
+            raise OSError("the kernel refused")
+        ctypes.memset(address, 0x41 + index, n)
+
+
+def test_parallel_slices_are_written_in_place_and_tile_the_result() -> None:
+    source = SystemEntropySource(threads=3)
+    if source._vdso is None:
+        pytest.skip("this kernel's vDSO has no getrandom")
+    filler = _PatternFill()
+    source._vdso = filler  # type: ignore[assignment]
+    n = 2 * PARALLEL_FROM_BYTES + 1
+    data = source.get_random_bytes(n)
+    source.close()
+    assert isinstance(data, bytes) and len(data) == n
+    start = min(address for address, _ in filler.calls)
+    spans = sorted((address - start, length) for address, length in filler.calls)
+    assert spans[0][0] == 0 and sum(length for _, length in spans) == n
+    assert all(a + la == b for (a, la), (b, _) in itertools.pairwise(spans))
+    for offset, length in spans:  # each slice holds one fill, whole
+        assert len(set(data[offset : offset + length])) == 1
+
+
+def test_a_slice_that_fails_fails_the_request_after_every_helper_is_done() -> None:
+    source = SystemEntropySource(threads=3)
+    if source._vdso is None:
+        pytest.skip("this kernel's vDSO has no getrandom")
+    filler = _PatternFill(fail_at=1)
+    source._vdso = filler  # type: ignore[assignment]
+    with pytest.raises(EntropyUnavailableError, match="the kernel refused"):
+        source.get_random_bytes(2 * PARALLEL_FROM_BYTES + 1)
+    assert len(filler.calls) == 3  # every slice was attempted and waited for
     source.close()
 
 

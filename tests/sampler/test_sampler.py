@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -65,6 +66,35 @@ def test_one_fetch_per_step_whatever_the_batch_size(rows: int) -> None:
     for _ in range(3):
         sampler.sample(_logits(rows), batch)
     assert source.calls == [tuple(100 + i for i in range(rows))] * 3
+
+
+class ThreadNotingSource(CountingSource):
+    """Notes the thread each fetch runs on."""
+
+    def __init__(self, fetch_uses_cpu: bool) -> None:
+        super().__init__(byte=7)
+        self.fetch_uses_cpu = fetch_uses_cpu
+        self.threads: list[str] = []
+
+    def get_random_bytes_batch(self, counts: Sequence[int]) -> EntropyBatch:
+        self.threads.append(threading.current_thread().name)
+        return super().get_random_bytes_batch(counts)
+
+
+@pytest.mark.parametrize("uses_cpu", [True, False])
+def test_a_generator_draws_inline_on_a_cpu_host_and_a_wait_overlaps_on_the_fetch_thread(
+    uses_cpu: bool,
+) -> None:
+    """CPU work on a thread of ours would compete with torch's threads for the same cores; a
+    network wait is what the fetch thread overlaps with the tensor work."""
+    source = ThreadNotingSource(fetch_uses_cpu=uses_cpu)
+    sampler = TokenSampler(FallbackEntropySource(source, None))  # the engine's wrapper
+    batch = SamplingBatch.build([SamplingConfig(sample_count=64)] * 4)
+    tokens = [sampler.sample(_logits(4), batch).token_ids.tolist() for _ in range(2)]
+    sampler.close()
+    caller = threading.current_thread().name
+    assert source.threads == ([caller] * 2 if uses_cpu else ["qr-sampler-fetch"] * 2)
+    assert tokens[0] == tokens[1]  # the same bytes choose the same tokens on either thread
 
 
 def test_zero_bytes_pick_the_most_probable_and_ff_bytes_the_last_kept() -> None:

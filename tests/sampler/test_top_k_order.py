@@ -131,3 +131,22 @@ def test_rows_shared_with_helper_threads_keep_their_order() -> None:
     _, ids = top_candidates(torch.from_numpy(rows), 50)
     for r, row in enumerate(rows):
         assert ids[r].tolist() == reference_top_k(row, 50).tolist(), f"row {r}"
+
+
+@pytest.mark.parametrize("vocab", [64 * 40, 64 * 40 + 17])
+@pytest.mark.parametrize("k_from_blocks", [0, 1, 3])
+def test_the_block_kernel_at_k_near_the_number_of_blocks(vocab: int, k_from_blocks: int) -> None:
+    """The kernel directly, whichever path the fixture picked (the tensor path takes a direct
+    top-k there): its lower bound splits the block maxima into k groups, one block each at
+    k = blocks; a short tail block too."""
+    pytest.importorskip("numba")
+    rows = _rows(vocab, np.random.default_rng(vocab + k_from_blocks))
+    blocks = -(-vocab // 64)
+    k = blocks - k_from_blocks
+    padded = np.full((len(rows), blocks * 64), -np.inf, dtype=np.float32)
+    padded[:, :vocab] = rows
+    maxima = padded.reshape(len(rows), blocks, 64).max(axis=2)  # NaN propagates, as torch's
+    values, ids = host_kernels.top_k(np.ascontiguousarray(rows), maxima, 64, k)
+    for r, row in enumerate(rows):
+        assert ids[r].tolist() == reference_top_k(row, k).tolist(), f"row {r}"
+        assert np.array_equal(values[r], row[ids[r]], equal_nan=True)
