@@ -58,7 +58,7 @@ class OneHotCanvas:
         self.max_rows = max_rows  # the engine's largest batch (rows), when known
         self._canvas: torch.Tensor | None = None
         self._row_starts: np.ndarray | None = None  # int64 [capacity]: row · vocab
-        self._forced_at: torch.Tensor | None = None  # flat positions made finite last step
+        self._forced_at: np.ndarray | None = None  # flat positions made finite last step
         self._copied_rows: torch.Tensor | None = None  # rows copied whole last step
 
     @property
@@ -89,8 +89,8 @@ class OneHotCanvas:
             self._copied_rows = kept
             chosen = np.flatnonzero(forced)
             flat = self._row_starts[chosen] + ids[chosen]
-        self._forced_at = torch.from_numpy(flat)  # before the write: reset at the next step
-        canvas.view(-1).index_fill_(0, self._forced_at, 0.0)  # in place: our canvas
+        self._forced_at = flat  # before the write: a failed write is reset at the next step
+        _write(canvas, flat, 0.0)
         return out
 
     def _ready(
@@ -134,8 +134,21 @@ class OneHotCanvas:
         """Last step's finite positions back to ``-inf``. Whatever the engine did to the rows
         after we handed them over, only those can be finite now (see the module docstring)."""
         if self._forced_at is not None:
-            canvas.view(-1).index_fill_(0, self._forced_at, float("-inf"))  # in place: ours
+            _write(canvas, self._forced_at, float("-inf"))
             self._forced_at = None
         if self._copied_rows is not None:
             canvas.index_fill_(0, self._copied_rows, float("-inf"))  # in place: ours
             self._copied_rows = None
+
+
+def _write(canvas: torch.Tensor, flat: np.ndarray, value: float) -> None:
+    """``value`` at the flat positions ``flat`` of our canvas, in place: through numpy where it
+    has the dtype (these few scattered writes cost a fraction of ``index_fill_``'s fixed cost),
+    else torch (bf16)."""
+    if canvas.dtype in _NUMPY_DTYPES:
+        canvas.view(-1).numpy()[flat] = value
+    else:
+        canvas.view(-1).index_fill_(0, torch.from_numpy(flat), value)
+
+
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16)

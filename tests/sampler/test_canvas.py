@@ -29,11 +29,13 @@ def engine_after_us(out: torch.Tensor, chosen: torch.Tensor) -> None:
     out[:, :3] = out[:, :3].masked_fill(out[:, :3] < -1e30, float("-inf"))  # min-p style mask
 
 
-def test_every_step_is_exactly_one_hot_and_the_input_is_untouched() -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_every_step_is_exactly_one_hot_and_the_input_is_untouched(dtype: torch.dtype) -> None:
+    """float32 and float16 canvases are written through numpy, bf16 through torch."""
     canvas = small_canvas()
     gen = torch.Generator().manual_seed(3)
     for _ in range(20):
-        logits = torch.randn(8, VOCAB, generator=gen)
+        logits = torch.randn(8, VOCAB, generator=gen).to(dtype)
         before = logits.clone()
         chosen = torch.randint(0, VOCAB, (8,), generator=gen)
         out = canvas(logits, chosen)
