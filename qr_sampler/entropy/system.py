@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from qr_sampler.entropy import vdso
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyUnavailableError
-from qr_sampler.helper_threads import HelperPool, usable_cores
+from qr_sampler.helper_threads import HelperPool, helpers_wanted, usable_cores
 
 if TYPE_CHECKING:
     from qr_sampler.settings import Settings
@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 #: From this size a request is split across the cores: the kernel's generator is CPU work
 #: (ChaCha20, about 40–90 µs per 20 KB here) and scales with the threads that call it.
 PARALLEL_FROM_BYTES = 256 * 1024
+#: Through the vDSO, a large request is cut into chunks of this size that the calling thread
+#: and the helpers take in turn: a helper that gets little of its core (torch's OpenMP workers
+#: spin there for milliseconds after each parallel operation) takes fewer, and the caller never
+#: waits on more than one chunk of it.
+CHUNK_BYTES = 32 * 1024
 
 GetrandomMode = Literal["auto", "syscall"]
 
@@ -28,20 +33,20 @@ class SystemEntropySource(EntropySource):
     same generator, about twice as fast per byte; see :mod:`qr_sampler.entropy.vdso`), else
     through ``os.urandom``; ``"syscall"`` always uses ``os.urandom``. :attr:`backend` says which.
 
-    A large request (a whole batch's bytes) is drawn in parallel slices, one per core (at most
-    four), by a small pool of helper threads started on first use; the calling thread draws the
-    first slice itself.
+    A large request (a whole batch's bytes) is drawn in parallel by the calling thread and a
+    small pool of helper threads (one per further core, at most three) started on first use:
+    through the vDSO in chunks they take in turn (:data:`CHUNK_BYTES`), through ``os.urandom``
+    in one slice each.
     """
 
     name = "system"
     health_tested = False  # generator output: the tests cannot fail it
-
     fetch_uses_cpu = True  # a cipher in the calling thread
 
     def __init__(self, threads: int | None = None, getrandom: GetrandomMode = "auto") -> None:
         self._threads = max(1, min(threads or usable_cores(), 4))
         self._vdso = vdso.load() if getrandom == "auto" else None
-        self._draw, self.backend = _backend(getrandom)
+        self.backend = system_backend(getrandom)
         self._helpers = HelperPool(self._threads - 1, "qr-sampler-urandom")
 
     @classmethod
@@ -50,31 +55,46 @@ class SystemEntropySource(EntropySource):
 
     def get_random_bytes(self, n: int) -> bytes:
         try:
-            if n < PARALLEL_FROM_BYTES or self._threads == 1:
-                return self._draw(n)
+            if n < PARALLEL_FROM_BYTES or self._threads == 1 or not helpers_wanted():
+                return self._alone(n)
             return self._parallel(n)
         except (OSError, ValueError, OverflowError) as exc:
             raise EntropyUnavailableError(f"{self.backend}({n}) failed: {exc}") from exc
 
+    def _alone(self, n: int) -> bytes:
+        """``n`` bytes drawn by the calling thread."""
+        if self._vdso is None:
+            return os.urandom(n)
+        out, address = vdso.writable_bytes(n)
+        self._vdso.fill(address, n)
+        return out
+
     def _parallel(self, n: int) -> bytes:
-        size = -(-n // self._threads)
-        starts = range(0, n, size)
         pool = self._helpers.get()
         fast = self._vdso
-        if fast is None:
+        if fast is None:  # os.urandom: one slice per thread, joined
+            size = -(-n // self._threads)
+            starts = range(0, n, size)
             futures = [pool.submit(os.urandom, min(size, n - start)) for start in starts[1:]]
             first = os.urandom(size)
             return b"".join([first, *(f.result() for f in futures)])
-        # Every slice straight into its place in the one result: no slices, no join.
+        # Every chunk straight into its place in the one result: no slices, no join.
         out, address = vdso.writable_bytes(n)
-        fills = [pool.submit(fast.fill, address + start, min(size, n - start))
-                 for start in starts[1:]]  # fmt: skip
+        chunks = range(0, n, CHUNK_BYTES)
+        taken = itertools.count()  # next() on it is atomic: each chunk is taken once
+
+        def take_chunks() -> None:
+            while (i := next(taken)) < len(chunks):
+                start = chunks[i]
+                fast.fill(address + start, min(CHUNK_BYTES, n - start))
+
+        helpers = [pool.submit(take_chunks) for _ in range(self._threads - 1)]
         try:
-            fast.fill(address, size)
+            take_chunks()
         finally:
-            # Even when this slice failed: no helper may still be writing into ``out`` once
+            # Even when a chunk failed here: no helper may still be writing into ``out`` once
             # it can be freed.
-            failures = [f.exception() for f in fills]
+            failures = [f.exception() for f in helpers]
         for failure in failures:
             if failure is not None:
                 raise failure
@@ -84,12 +104,6 @@ class SystemEntropySource(EntropySource):
         self._helpers.close()
 
 
-def _backend(getrandom: GetrandomMode) -> tuple[Callable[[int], bytes], str]:
-    """The draw function under this setting, and its name."""
-    fast = vdso.load() if getrandom == "auto" else None
-    return (fast.read, "vDSO getrandom") if fast is not None else (os.urandom, "os.urandom")
-
-
 def system_backend(getrandom: GetrandomMode) -> str:
     """What the system source draws with under this setting (for the start-up line)."""
-    return _backend(getrandom)[1]
+    return "vDSO getrandom" if getrandom == "auto" and vdso.load() is not None else "os.urandom"

@@ -21,9 +21,10 @@ from qr_sampler.entropy.mock import (
     MockUniformEntropySource,
     tilted_byte_probabilities,
 )
-from qr_sampler.entropy.system import PARALLEL_FROM_BYTES, SystemEntropySource
+from qr_sampler.entropy.system import CHUNK_BYTES, PARALLEL_FROM_BYTES, SystemEntropySource
 from qr_sampler.entropy.timing import TimingNoiseEntropySource
 from qr_sampler.errors import EntropyUnavailableError, SettingsError
+from qr_sampler.helper_threads import calling_thread_only
 
 
 def test_system_source_returns_exactly_n_bytes() -> None:
@@ -53,18 +54,20 @@ class _PatternFill:
     def __init__(self, fail_at: int = -1) -> None:
         self.fail_at = fail_at
         self.calls: list[tuple[int, int]] = []
+        self.threads: set[int] = set()
         self._lock = threading.Lock()
 
     def fill(self, address: int, n: int) -> None:
         with self._lock:
             index = len(self.calls)
             self.calls.append((address, n))
+            self.threads.add(threading.get_ident())
         if index == self.fail_at:
             raise OSError("the kernel refused")
         ctypes.memset(address, 0x41 + index, n)
 
 
-def test_parallel_slices_are_written_in_place_and_tile_the_result() -> None:
+def test_parallel_chunks_are_written_in_place_and_tile_the_result() -> None:
     source = SystemEntropySource(threads=3)
     if source._vdso is None:
         pytest.skip("this kernel's vDSO has no getrandom")
@@ -78,20 +81,42 @@ def test_parallel_slices_are_written_in_place_and_tile_the_result() -> None:
     spans = sorted((address - start, length) for address, length in filler.calls)
     assert spans[0][0] == 0 and sum(length for _, length in spans) == n
     assert all(a + la == b for (a, la), (b, _) in itertools.pairwise(spans))
-    for offset, length in spans:  # each slice holds one fill, whole
+    assert len(spans) == len(range(0, n, CHUNK_BYTES))
+    for offset, length in spans:  # each chunk holds one fill, whole
         assert len(set(data[offset : offset + length])) == 1
 
 
-def test_a_slice_that_fails_fails_the_request_after_every_helper_is_done() -> None:
+def test_a_chunk_that_fails_fails_the_request_after_every_helper_is_done() -> None:
     source = SystemEntropySource(threads=3)
     if source._vdso is None:
         pytest.skip("this kernel's vDSO has no getrandom")
     filler = _PatternFill(fail_at=1)
     source._vdso = filler  # type: ignore[assignment]
+    n = 2 * PARALLEL_FROM_BYTES + 1
     with pytest.raises(EntropyUnavailableError, match="the kernel refused"):
-        source.get_random_bytes(2 * PARALLEL_FROM_BYTES + 1)
-    assert len(filler.calls) == 3  # every slice was attempted and waited for
+        source.get_random_bytes(n)
+    # Every chunk was taken exactly once, and every helper was done when the error came back.
+    assert len(filler.calls) == len(range(0, n, CHUNK_BYTES))
+    assert len({address for address, _ in filler.calls}) == len(filler.calls)
     source.close()
+
+
+def test_a_caller_without_spare_cores_draws_a_large_request_alone() -> None:
+    """Inside ``calling_thread_only`` (a CPU host's engine step) no helper takes a chunk;
+    outside, they do."""
+    source = SystemEntropySource(threads=3)
+    if source._vdso is None:
+        pytest.skip("this kernel's vDSO has no getrandom")
+    alone, shared = _PatternFill(), _PatternFill()
+    n = 4 * PARALLEL_FROM_BYTES
+    source._vdso = alone  # type: ignore[assignment]
+    with calling_thread_only():
+        assert len(source.get_random_bytes(n)) == n
+    assert alone.threads == {threading.get_ident()} and len(alone.calls) == 1
+    source._vdso = shared  # type: ignore[assignment]
+    assert len(source.get_random_bytes(n)) == n
+    source.close()
+    assert len(shared.calls) == len(range(0, n, CHUNK_BYTES))
 
 
 def _draw_in_child(source: SystemEntropySource, out: Any) -> None:
