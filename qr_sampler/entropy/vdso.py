@@ -57,16 +57,20 @@ def writable_bytes(n: int) -> tuple[bytes, int]:
     (at a batch's 655 KB, the two cost about 15 % of drawing them). Legal in CPython's C API
     for an object nobody else holds yet; the caller fills it before anyone sees it.
     """
-    out = _new_bytes(None, n)
-    return out, _bytes_address(out)
+    new_bytes, bytes_address = _bytes_api()
+    out = new_bytes(None, n)
+    return out, bytes_address(out)
 
 
-_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_new_bytes.restype = ctypes.py_object
-_new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-_bytes_address = ctypes.pythonapi.PyBytes_AsString
-_bytes_address.restype = ctypes.c_void_p
-_bytes_address.argtypes = [ctypes.py_object]
+@cache
+def _bytes_api() -> tuple[Any, Any]:
+    new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+    new_bytes.restype = ctypes.py_object
+    new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+    bytes_address = ctypes.pythonapi.PyBytes_AsString
+    bytes_address.restype = ctypes.c_void_p
+    bytes_address.argtypes = [ctypes.py_object]
+    return new_bytes, bytes_address
 
 
 class VdsoGetrandom:
@@ -127,6 +131,8 @@ class _ThreadState:
 def load() -> VdsoGetrandom | None:
     """The vDSO's getrandom, or None where this process cannot use it."""
     if sys.platform != "linux" or sys.byteorder != "little" or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    if sys.implementation.name != "cpython":  # writable_bytes needs CPython's C API
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
