@@ -7,9 +7,10 @@ child, so each pool is made lazily, once per process.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -68,6 +69,27 @@ class HelperPool:
                 pool = self._pool
         assert pool is not None
         return pool
+
+    def share(self, tasks: int, run: Callable[[int], None]) -> None:
+        """``run(i)`` for every i in range(tasks), taken in turn by the calling thread and the
+        helpers: a helper that gets little of its core takes few and holds nothing up. Returns
+        once every helper is done, even when a task failed (callers write into memory that
+        must not be freed under a helper); then raises the first failure."""
+        taken = itertools.count()  # next() on it is atomic: each task is taken once
+
+        def take() -> None:
+            while (i := next(taken)) < tasks:
+                run(i)
+
+        pool = self.get()
+        helpers = [pool.submit(take) for _ in range(self.workers)]
+        try:
+            take()
+        finally:
+            failures = [f.exception() for f in helpers]
+        for failure in failures:
+            if failure is not None:
+                raise failure
 
     def close(self) -> None:
         if self._pool is not None:

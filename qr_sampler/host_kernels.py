@@ -83,26 +83,15 @@ def top_k(
     if rows < SPLIT_FROM_ROWS:
         kernels[3](logits, block_max, block, k, values, ids, 0, rows)
         return values, ids
-    # Rows in chunks, taken in turn by this thread and the helpers: a helper that gets little
-    # of its core (torch's idle OpenMP workers spin for milliseconds after each parallel
-    # operation) takes few chunks and holds nothing up.
+    # Rows in chunks, taken in turn by this thread and the helpers (torch's idle OpenMP workers
+    # spin for milliseconds after each parallel operation: a helper may get little of its core).
     chunk = max(1, rows // (4 * (_row_helpers.workers + 1)))
-    starts = iter(range(0, rows, chunk))
-    lock = threading.Lock()
 
-    def work() -> None:
-        while True:
-            with lock:
-                start = next(starts, None)
-            if start is None:
-                return
-            kernels[3](logits, block_max, block, k, values, ids, start, min(start + chunk, rows))
+    def scan(i: int) -> None:
+        start = i * chunk
+        kernels[3](logits, block_max, block, k, values, ids, start, min(start + chunk, rows))
 
-    pool = _row_helpers.get()
-    futures = [pool.submit(work) for _ in range(_row_helpers.workers)]
-    work()
-    for future in futures:
-        future.result()
+    _row_helpers.share(-(-rows // chunk), scan)
     return values, ids
 
 

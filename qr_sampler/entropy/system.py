@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from typing import TYPE_CHECKING, Literal
 
@@ -45,8 +44,8 @@ class SystemEntropySource(EntropySource):
 
     def __init__(self, threads: int | None = None, getrandom: GetrandomMode = "auto") -> None:
         self._threads = max(1, min(threads or usable_cores(), 4))
-        self._vdso = vdso.load() if getrandom == "auto" else None
-        self.backend = system_backend(getrandom)
+        self._vdso = _fast(getrandom)
+        self.backend = _backend_name(self._vdso)
         self._helpers = HelperPool(self._threads - 1, "qr-sampler-urandom")
 
     @classmethod
@@ -70,34 +69,24 @@ class SystemEntropySource(EntropySource):
         return out
 
     def _parallel(self, n: int) -> bytes:
-        pool = self._helpers.get()
         fast = self._vdso
         if fast is None:  # os.urandom: one slice per thread, joined
             size = -(-n // self._threads)
-            starts = range(0, n, size)
-            futures = [pool.submit(os.urandom, min(size, n - start)) for start in starts[1:]]
-            first = os.urandom(size)
-            return b"".join([first, *(f.result() for f in futures)])
+            parts = [b""] * -(-n // size)
+
+            def draw(i: int) -> None:
+                parts[i] = os.urandom(min(size, n - i * size))
+
+            self._helpers.share(len(parts), draw)
+            return b"".join(parts)
         # Every chunk straight into its place in the one result: no slices, no join.
         out, address = vdso.writable_bytes(n)
-        chunks = range(0, n, CHUNK_BYTES)
-        taken = itertools.count()  # next() on it is atomic: each chunk is taken once
 
-        def take_chunks() -> None:
-            while (i := next(taken)) < len(chunks):
-                start = chunks[i]
-                fast.fill(address + start, min(CHUNK_BYTES, n - start))
+        def fill(i: int) -> None:
+            start = i * CHUNK_BYTES
+            fast.fill(address + start, min(CHUNK_BYTES, n - start))
 
-        helpers = [pool.submit(take_chunks) for _ in range(self._threads - 1)]
-        try:
-            take_chunks()
-        finally:
-            # Even when a chunk failed here: no helper may still be writing into ``out`` once
-            # it can be freed.
-            failures = [f.exception() for f in helpers]
-        for failure in failures:
-            if failure is not None:
-                raise failure
+        self._helpers.share(-(-n // CHUNK_BYTES), fill)
         return out
 
     def close(self) -> None:
@@ -106,4 +95,12 @@ class SystemEntropySource(EntropySource):
 
 def system_backend(getrandom: GetrandomMode) -> str:
     """What the system source draws with under this setting (for the start-up line)."""
-    return "vDSO getrandom" if getrandom == "auto" and vdso.load() is not None else "os.urandom"
+    return _backend_name(_fast(getrandom))
+
+
+def _fast(getrandom: GetrandomMode) -> vdso.VdsoGetrandom | None:
+    return vdso.load() if getrandom == "auto" else None
+
+
+def _backend_name(fast: vdso.VdsoGetrandom | None) -> str:
+    return "vDSO getrandom" if fast is not None else "os.urandom"
