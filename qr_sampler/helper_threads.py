@@ -10,38 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 #: Never more helpers than this per pool: the work is memory- or cipher-bound, and a host
 #: serving a model has its cores busy with the model's own threads between steps.
 MAX_HELPERS = 3
-
-
-_thread_only = threading.local()
-
-
-@contextmanager
-def calling_thread_only() -> Iterator[None]:
-    """Within: work that would go to helper threads stays on the calling thread.
-
-    For callers that know there is no spare core: a CPU host's engine step, where torch's
-    OpenMP workers hold the other cores (they spin for milliseconds after every parallel
-    operation). A helper there only takes turns with them or with the caller: measured, a
-    batch's bytes drawn by the caller alone took 1.38 ms, with a helper 1.63.
-    """
-    previous = getattr(_thread_only, "on", False)
-    _thread_only.on = True
-    try:
-        yield
-    finally:
-        _thread_only.on = previous
-
-
-def helpers_wanted() -> bool:
-    """False inside :func:`calling_thread_only` (on this thread)."""
-    return not getattr(_thread_only, "on", False)
 
 
 def usable_cores() -> int:

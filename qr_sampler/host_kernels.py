@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 import numpy as np
 
+from qr_sampler import omp_team
 from qr_sampler.helper_threads import HelperPool, usable_cores
 
 _SQRT2 = math.sqrt(2.0)
@@ -49,9 +49,9 @@ _FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 #: False forces the tensor path on the host (``QR_HOST_KERNELS``; tests compare the two).
 ENABLED = True
-#: Rows from which helper threads take chunks of a top-k's rows: measured in a real step on 2
-#: cores, they made batch 32 slower (they compete with the fetch thread and torch's spinning
-#: OpenMP workers) and batch 256 faster.
+#: Without torch's OpenMP team (:mod:`qr_sampler.omp_team`), rows from which helper threads
+#: take chunks of a top-k's rows: measured in a real step on 2 cores, they made batch 32 slower
+#: (they compete with torch's spinning OpenMP workers) and batch 256 faster.
 SPLIT_FROM_ROWS = 64
 _row_helpers = HelperPool(usable_cores() - 1, "qr-sampler-topk")
 #: Elements per threshold test in the one-pass top-k (1 KiB of float32), and per second-level
@@ -80,6 +80,15 @@ def top_k(
     values = np.empty((rows, k), dtype=np.float32)
     ids = np.empty((rows, k), dtype=np.int64)
     block_max = np.ascontiguousarray(block_max)
+    team = omp_team.team() if rows > 1 and logits.flags.c_contiguous else None
+    if team is not None:
+        # Rows taken in turn by the team's threads: the cores torch's workers hold anyway.
+        params = np.zeros(_TASK_SLOTS, dtype=np.int64)
+        params[:_T_NEXT] = (logits.ctypes.data, rows, logits.shape[1], block_max.ctypes.data,
+                            block_max.shape[1], block, k, values.ctypes.data, ids.ctypes.data,
+                            max(1, rows // (4 * team.threads)))  # fmt: skip
+        team.run(kernels[6].address, params)
+        return values, ids
     if rows < SPLIT_FROM_ROWS:
         kernels[3](logits, block_max, block, k, values, ids, 0, rows)
         return values, ids
@@ -205,16 +214,25 @@ _compile_lock = threading.Lock()
 #: The kernels' helpers (name, inlined), compiled before the kernels that call them.
 _HELPERS = (("_any_above", True), ("_order_key", True),
             ("_k_best", False), ("_scan_row", False), ("_block_candidates", False),
-            ("_emit", False))  # fmt: skip
+            ("_emit", False), ("_top_k_blocks", False))  # fmt: skip
+#: numba's carray and :mod:`qr_sampler.numba_ext`'s intrinsics, which the team's task calls:
+#: set when the kernels compile (numba is optional).
+_carray: Any = None
+_pointer: Any = None
+_take_next: Any = None
 
 
 @cache
-def _kernels() -> tuple[Callable[..., Any], ...] | None:
+def _kernels() -> tuple[Any, ...] | None:
     try:
         import numba
+
+        from qr_sampler import numba_ext
     except ImportError:
         return None
     with _compile_lock:
+        globals().update(_carray=numba.carray, _pointer=numba_ext.pointer,
+                         _take_next=numba_ext.take_next)  # fmt: skip
         # The top-k kernels call these helpers, which numba resolves as this module's globals
         # when it compiles a kernel: they are replaced by their compiled forms first. Once: two
         # threads may both get here on the first step (functools.cache does not lock), and the
@@ -225,11 +243,34 @@ def _kernels() -> tuple[Callable[..., Any], ...] | None:
                 options = {"inline": "always"} if inline else {"nogil": True}
                 globals()[name] = numba.njit(cache=True, **options)(helper)
     jit = numba.njit(nogil=True, cache=True)
-    return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), jit(_top_k_blocks),
-            jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
+    task = numba.cfunc(numba.types.void(numba.types.voidptr), cache=True, error_model="numpy")
+    return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), _top_k_blocks,
+            jit(_settle_ties_rows), jit(_softmax_rows), task(_top_k_task))  # fmt: skip
 
 
 # --- the kernels (plain Python here; numba compiles them) --------------------------------------
+
+
+# Slots of the team task's int64 parameters.
+_T_LOGITS, _T_ROWS, _T_VOCAB, _T_MAXIMA, _T_BLOCKS, _T_WIDTH, _T_K, _T_VALUES = range(8)
+_T_IDS, _T_CHUNK, _T_NEXT = range(8, 11)
+_TASK_SLOTS = 11
+
+
+def _top_k_task(data: Any) -> None:
+    """:func:`_top_k_blocks` on a team's thread (a C callback): chunks of rows in turn."""
+    p = _carray(data, _TASK_SLOTS, np.int64)
+    rows, k = p[_T_ROWS], p[_T_K]
+    logits = _carray(_pointer(p[_T_LOGITS]), (rows, p[_T_VOCAB]), np.float32)
+    maxima = _carray(_pointer(p[_T_MAXIMA]), (rows, p[_T_BLOCKS]), np.float32)
+    values = _carray(_pointer(p[_T_VALUES]), (rows, k), np.float32)
+    ids = _carray(_pointer(p[_T_IDS]), (rows, k), np.int64)
+    while True:
+        start = _take_next(data, _T_NEXT) * p[_T_CHUNK]
+        if start >= rows:
+            return
+        _top_k_blocks(logits, maxima, p[_T_WIDTH], k, values, ids, start,
+                      min(start + p[_T_CHUNK], rows))  # fmt: skip
 
 
 def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any, ids: Any,

@@ -42,7 +42,7 @@ from qr_sampler.amplification import Amplified, amplify
 from qr_sampler.canvas import Forcing, force_in_place
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyError
-from qr_sampler.helper_threads import calling_thread_only
+from qr_sampler.omp_team import engine_thread
 from qr_sampler.selection import NOT_FORCED, SelectionParams, choose, shape
 from qr_sampler.types import EntropyBatch, SamplingConfig
 
@@ -294,15 +294,15 @@ class TokenSampler:
     ) -> _FetchJob:
         """The step's fetch: on the worker thread when it is a wait (or the tensor work is on an
         accelerator); inline when it is CPU work on a CPU host. There a thread of ours would
-        share the cores with torch's OpenMP threads (the parallel passes of the step wait for
-        the slowest; vLLM's CPU worker binds them, and ours inherit the binding), so drawing
-        first and then shaping is as fast, without the switches; for the same reason the
-        source draws on this thread alone (:func:`calling_thread_only`)."""
+        share the cores with torch's OpenMP threads, which spin for milliseconds after the
+        model's parallel passes (vLLM's CPU worker binds them, and ours inherit the binding);
+        so this thread draws first, and hands a large draw to torch's team itself
+        (:func:`qr_sampler.omp_team.engine_thread`)."""
         job = _FetchJob(
             batch.counts[rows], nonce, (batch.mean[rows], batch.std[rows], batch.epsilon[rows])
         )
         if self.source.fetch_uses_cpu and device.type == "cpu":
-            with calling_thread_only():  # the other cores are torch's, spinning
+            with engine_thread():  # the other cores are torch's team's, spinning
                 job.run(self.source)
         elif self._fetcher is None:
             job.run(self.source)

@@ -252,8 +252,9 @@ class Settings(BaseSettings):
         True,
         "On a CPU, run the top-k, the softmax, the per-row filters (min-p, top-p, cdf), the "
         "choice and the byte amplification as compiled kernels (numba, which vLLM installs; "
-        "compiled at engine start); false = tensor operations, as on an accelerator. Same "
-        "results either way.",
+        "compiled at engine start), with the top-k's rows and a batch's system bytes on "
+        "torch's own OpenMP threads; false = tensor operations, as on an accelerator, and the "
+        "bytes drawn by the engine's thread. Same results either way.",
     )
 
     # --- diagnostics --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qr_sampler import host_kernels
+from qr_sampler import host_kernels, omp_team
 from qr_sampler.canvas import Forcing, force_in_place
 from qr_sampler.diagnostics import TokenRecorder
 from qr_sampler.engine.distributed import ReplicaLink
@@ -36,6 +36,7 @@ from qr_sampler.engine.requests import LEFT_TO_VLLM, RequestState, request_state
 from qr_sampler.engine.slots import SlotTable
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.entropy.registry import build_entropy_source
+from qr_sampler.entropy.system import warm_up_team
 from qr_sampler.errors import EntropyUnavailableError
 from qr_sampler.sampler import SamplingBatch, TokenSampler, per_row_tokens
 from qr_sampler.settings import Settings
@@ -93,9 +94,11 @@ class EngineStep:
         # never opens a channel to the entropy server.
         self.recorder: TokenRecorder | None = None
         if self.link.draws:
-            host_kernels.ENABLED = settings.host_kernels  # one engine per process
+            # One engine per process; torch's team runs host kernels, so it follows them.
+            host_kernels.ENABLED = omp_team.ENABLED = settings.host_kernels
             if self.device.type == "cpu":
                 host_kernels.warm_up()  # compile now, not in the first request's step
+                warm_up_team()
             source = build_entropy_source(settings)
             self.recorder = _recorder(settings, source, self.link, model)
             self.sampler = TokenSampler(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Literal
 
+from qr_sampler import omp_team
 from qr_sampler.entropy import vdso
 from qr_sampler.entropy.base import EntropySource
 from qr_sampler.errors import EntropyUnavailableError
-from qr_sampler.helper_threads import HelperPool, helpers_wanted, usable_cores
+from qr_sampler.helper_threads import HelperPool, usable_cores
 
 if TYPE_CHECKING:
     from qr_sampler.settings import Settings
@@ -16,10 +17,9 @@ if TYPE_CHECKING:
 #: From this size a request is split across the cores: the kernel's generator is CPU work
 #: (ChaCha20, about 40–90 µs per 20 KB here) and scales with the threads that call it.
 PARALLEL_FROM_BYTES = 256 * 1024
-#: Through the vDSO, a large request is cut into chunks of this size that the calling thread
-#: and the helpers take in turn: a helper that gets little of its core (torch's OpenMP workers
-#: spin there for milliseconds after each parallel operation) takes fewer, and the caller never
-#: waits on more than one chunk of it.
+#: Through the vDSO, a large request is cut into chunks of this size that the threads take in
+#: turn: a thread that gets little of its core takes fewer, and no thread waits on more than
+#: one chunk of another.
 CHUNK_BYTES = 32 * 1024
 
 GetrandomMode = Literal["auto", "syscall"]
@@ -32,10 +32,14 @@ class SystemEntropySource(EntropySource):
     same generator, about twice as fast per byte; see :mod:`qr_sampler.entropy.vdso`), else
     through ``os.urandom``; ``"syscall"`` always uses ``os.urandom``. :attr:`backend` says which.
 
-    A large request (a whole batch's bytes) is drawn in parallel by the calling thread and a
-    small pool of helper threads (one per further core, at most three) started on first use:
-    through the vDSO in chunks they take in turn (:data:`CHUNK_BYTES`), through ``os.urandom``
-    in one slice each.
+    A large request (a whole batch's bytes) is drawn in parallel:
+
+    - on a CPU host's engine thread (:func:`qr_sampler.omp_team.engine_thread`), by torch's
+      OpenMP team through the vDSO (:mod:`qr_sampler.entropy.vdso_team`), else by that thread
+      alone: the other cores are the team's;
+    - elsewhere, by the calling thread and a small pool of helper threads (one per further
+      core, at most three) started on first use: through the vDSO in chunks they take in turn
+      (:data:`CHUNK_BYTES`), through ``os.urandom`` in one slice each.
     """
 
     name = "system"
@@ -54,9 +58,14 @@ class SystemEntropySource(EntropySource):
 
     def get_random_bytes(self, n: int) -> bytes:
         try:
-            if n < PARALLEL_FROM_BYTES or self._threads == 1 or not helpers_wanted():
-                return self._alone(n)
-            return self._parallel(n)
+            if n >= PARALLEL_FROM_BYTES:
+                if omp_team.on_engine_thread():
+                    team = omp_team.team() if self._vdso is not None else None
+                    if team is not None:
+                        return self._on_team(team, n)
+                elif self._threads > 1:
+                    return self._parallel(n)
+            return self._alone(n)
         except (OSError, ValueError, OverflowError) as exc:
             raise EntropyUnavailableError(f"{self.backend}({n}) failed: {exc}") from exc
 
@@ -66,6 +75,15 @@ class SystemEntropySource(EntropySource):
             return os.urandom(n)
         out, address = vdso.writable_bytes(n)
         self._vdso.fill(address, n)
+        return out
+
+    def _on_team(self, team: omp_team.OmpTeam, n: int) -> bytes:
+        """``n`` bytes drawn by torch's OpenMP team, straight into the result."""
+        from qr_sampler.entropy import vdso_team  # numba: only where a team serves
+
+        assert self._vdso is not None
+        out, address = vdso.writable_bytes(n)
+        vdso_team.fill(team, self._vdso, address, n, CHUNK_BYTES)
         return out
 
     def _parallel(self, n: int) -> bytes:
@@ -91,6 +109,12 @@ class SystemEntropySource(EntropySource):
 
     def close(self) -> None:
         self._helpers.close()
+
+
+def warm_up_team() -> None:
+    """Compile (or load from numba's cache) the team's fill before the first step needs it."""
+    if omp_team.team() is not None and vdso.load() is not None:
+        from qr_sampler.entropy import vdso_team  # noqa: F401 - importing compiles it
 
 
 def system_backend(getrandom: GetrandomMode) -> str:

@@ -105,6 +105,31 @@ class VdsoGetrandom:
                 raise OSError("vDSO getrandom returned no bytes")
             done += got
 
+    @property
+    def address(self) -> int:
+        """Where the function is: compiled callers call it directly (``numba_ext``)."""
+        return int(ctypes.cast(self._function, ctypes.c_void_p).value or 0)
+
+    @property
+    def state_size(self) -> int:
+        return self._state_size
+
+    @property
+    def page(self) -> int:
+        """Bytes between the states of :meth:`team_states`."""
+        return self._page
+
+    def team_states(self, count: int) -> int:
+        """Address of ``count`` states one :attr:`page` apart, for the threads of a team that
+        the calling thread starts (one state per thread at a time, the kernel's rule; a team
+        runs one region at a time, so one set per calling thread serves every region)."""
+        states = getattr(self._local, "team", None)
+        if states is None or states.count < count:
+            states = _ThreadState(self._libc, count * self._page, self._prot, self._flags)
+            states.count = count
+            self._local.team = states
+        return states.address
+
     def _state(self) -> int:
         """This thread's state: one page, unmapped when the thread ends."""
         state = getattr(self._local, "state", None)
@@ -115,13 +140,14 @@ class VdsoGetrandom:
 
 
 class _ThreadState:
-    """A page holding one thread's opaque state (the state must not straddle pages)."""
+    """Pages holding opaque states, one per page (a state must not straddle pages)."""
 
     def __init__(self, libc: ctypes.CDLL, size: int, prot: int, flags: int) -> None:
         address = libc.mmap(None, size, prot, flags, -1, 0)
         if address is None or address == _MAP_FAILED:
             raise OSError(ctypes.get_errno(), "mmap of the getrandom state failed")
         self.address: int = address
+        self.count = 1  # states in it (one per page)
         # Unmapped when its thread ends (the thread-local goes away), never at interpreter
         # exit: a daemon thread may still be inside the vDSO then, writing to the page.
         weakref.finalize(self, libc.munmap, address, size).atexit = False

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qr_sampler import build_entropy_source, load_settings
+from qr_sampler import build_entropy_source, load_settings, omp_team
 from qr_sampler.entropy import registry
 from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.entropy.mock import (
@@ -24,7 +24,6 @@ from qr_sampler.entropy.mock import (
 from qr_sampler.entropy.system import CHUNK_BYTES, PARALLEL_FROM_BYTES, SystemEntropySource
 from qr_sampler.entropy.timing import TimingNoiseEntropySource
 from qr_sampler.errors import EntropyUnavailableError, SettingsError
-from qr_sampler.helper_threads import calling_thread_only
 
 
 def test_system_source_returns_exactly_n_bytes() -> None:
@@ -101,16 +100,20 @@ def test_a_chunk_that_fails_fails_the_request_after_every_helper_is_done() -> No
     source.close()
 
 
-def test_a_caller_without_spare_cores_draws_a_large_request_alone() -> None:
-    """Inside ``calling_thread_only`` (a CPU host's engine step) no helper takes a chunk;
-    outside, they do."""
+def test_the_engine_thread_without_a_team_draws_a_large_request_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside ``engine_thread`` (a CPU host's step) with no OpenMP team to hand it to, no helper
+    takes a chunk (the other cores are torch's); outside, they do. (With a team:
+    ``test_omp_team.py``.)"""
     source = SystemEntropySource(threads=3)
     if source._vdso is None:
         pytest.skip("this kernel's vDSO has no getrandom")
     alone, shared = _PatternFill(), _PatternFill()
     n = 4 * PARALLEL_FROM_BYTES
     source._vdso = alone  # type: ignore[assignment]
-    with calling_thread_only():
+    monkeypatch.setattr(omp_team, "ENABLED", False)
+    with omp_team.engine_thread():
         assert len(source.get_random_bytes(n)) == n
     assert alone.threads == {threading.get_ident()} and len(alone.calls) == 1
     source._vdso = shared  # type: ignore[assignment]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from qr_sampler import host_kernels
+from qr_sampler import host_kernels, omp_team
 from qr_sampler.selection import SelectionParams, shape, top_candidates
 from qr_sampler.types import SamplingConfig
 
@@ -123,8 +123,13 @@ def test_winners_at_the_edges_of_blocks(vocab: int) -> None:
     assert ids[0].tolist() == winners
 
 
-def test_rows_shared_with_helper_threads_keep_their_order() -> None:
-    """From :data:`host_kernels.SPLIT_FROM_ROWS` rows, helper threads take chunks of rows."""
+@pytest.mark.parametrize("team", [True, False], ids=["torch-team", "helper-threads"])
+def test_rows_shared_between_threads_keep_their_order(
+    team: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows taken in turn by torch's OpenMP team's threads, or without a team (from
+    :data:`host_kernels.SPLIT_FROM_ROWS` rows) by helper threads."""
+    monkeypatch.setattr(omp_team, "ENABLED", team)
     stressed = _rows(20_000, np.random.default_rng(3))
     rows = np.concatenate([stressed] * (host_kernels.SPLIT_FROM_ROWS // len(stressed) + 1))
     assert len(rows) >= host_kernels.SPLIT_FROM_ROWS
