@@ -16,7 +16,8 @@ Workloads (issue 14):
 - ``--device cuda``: the same full-step workload on a GPU, ours next to vLLM's own ``Sampler``
   on the same logits (its top-k/top-p and random draw). CI runs the CPU path.
 - **system source**: its bytes through the vDSO's getrandom next to one getrandom system call
-  per request (``os.urandom``), per token (20,480 bytes) and per batch of 32.
+  per request (``os.urandom``), per token (20,480 bytes) and per batch of 32; and a batch's
+  bytes right after a parallel torch operation, on torch's OpenMP team vs by one thread.
 
 Ours and its baseline are timed in alternating rounds, so a drift of the machine's speed hits
 both. Forcing may overwrite the logits (our canvas leaves them alone, the baselines do not), so
@@ -307,6 +308,34 @@ def bench_system_source(iterations: int) -> dict[str, Any]:
     return result
 
 
+def bench_team_draw(iterations: int) -> dict[str, Any] | None:
+    """A batch of 32's system bytes right after a parallel torch operation (as in a CPU host's
+    step, after the forward pass): drawn on torch's OpenMP team vs by the calling thread alone,
+    alternating. None where there is no team (one torch thread, another OpenMP, no numba)."""
+    from qr_sampler import omp_team
+    from qr_sampler.entropy.system import SystemEntropySource
+
+    source = SystemEntropySource()
+    if omp_team.team() is None or source.backend != "vDSO getrandom":
+        return None
+    logits = torch.randn(32, VOCAB)
+    target = logits.clone()
+    size = 32 * SAMPLE_COUNT
+
+    def draw(on_team: bool) -> None:
+        omp_team.ENABLED = on_team
+        try:
+            with omp_team.engine_thread():
+                source.get_random_bytes(size)
+        finally:
+            omp_team.ENABLED = True
+
+    team, alone = _paired_medians(lambda: draw(True), lambda: draw(False), iterations,
+                                  lambda: target.copy_(logits))  # fmt: skip
+    source.close()
+    return {"team_us": team, "alone_us": alone, "threads": torch.get_num_threads()}
+
+
 def bench_bookkeeping(rows: int, vocab: int, iterations: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(7)
     pristine = torch.randn(rows, vocab, generator=gen) * 3.0
@@ -351,9 +380,10 @@ def main() -> None:
     book = bench_bookkeeping(256, 1024, args.iterations) if device.type == "cpu" else None
     prov = bench_provenance(32, max(args.iterations, 100)) if device.type == "cpu" else None
     system = bench_system_source(args.iterations)
+    team = bench_team_draw(args.iterations) if device.type == "cpu" else None
     if args.json:
         print(json.dumps({"full_step": full, "bookkeeping": book, "provenance": prov,
-                          "system_source": system}, indent=2))
+                          "system_source": system, "team_draw": team}, indent=2))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
           f"vocab {VOCAB}, {SAMPLE_COUNT} system bytes/token, top-k {TOP_K}, top-p {TOP_P}")
@@ -377,6 +407,11 @@ def main() -> None:
           f"{system['token_syscall_us']:.1f} and {system['batch_32_syscall_us']:.0f} µs "
           f"→ {system['token_syscall_us'] / system['token_us']:.2f}× and "
           f"{system['batch_32_syscall_us'] / system['batch_32_us']:.2f}×")
+    if team is not None:
+        print(f"  a batch of 32's system bytes right after a parallel torch operation: on "
+              f"torch's OpenMP team ({team['threads']} threads) {team['team_us']:.0f} µs, by "
+              f"the calling thread alone {team['alone_us']:.0f} µs "
+              f"→ {team['alone_us'] / team['team_us']:.2f}×")
     if prov is not None:
         print(f"  provenance, batch {prov['rows']}, {prov['steps']} steps: "
               f"hashes + chain + archive on {prov['on_us_per_token']:.1f} µs/token, "

@@ -34,6 +34,7 @@ Without numba, or with ``QR_HOST_KERNELS=false`` (the engine sets :data:`ENABLED
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from functools import cache
@@ -44,6 +45,7 @@ import numpy as np
 from qr_sampler import omp_team
 from qr_sampler.helper_threads import HelperPool, usable_cores
 
+logger = logging.getLogger("qr_sampler")
 _SQRT2 = math.sqrt(2.0)
 _FLOAT64_MAX = float(np.finfo(np.float64).max)
 
@@ -81,13 +83,14 @@ def top_k(
     ids = np.empty((rows, k), dtype=np.int64)
     block_max = np.ascontiguousarray(block_max)
     team = omp_team.team() if rows > 1 and logits.flags.c_contiguous else None
-    if team is not None:
+    task = _team_top_k() if team is not None else None
+    if team is not None and task is not None:
         # Rows taken in turn by the team's threads: the cores torch's workers hold anyway.
         params = np.zeros(_TASK_SLOTS, dtype=np.int64)
         params[:_T_NEXT] = (logits.ctypes.data, rows, logits.shape[1], block_max.ctypes.data,
                             block_max.shape[1], block, k, values.ctypes.data, ids.ctypes.data,
                             max(1, rows // (4 * team.threads)))  # fmt: skip
-        team.run(kernels[6].address, params)
+        team.run(task.address, params)
         return values, ids
     if rows < SPLIT_FROM_ROWS:
         kernels[3](logits, block_max, block, k, values, ids, 0, rows)
@@ -187,6 +190,8 @@ def warm_up() -> None:
     6 s the first time on a 2-core host, about 0.5 s from the cache after numba's import."""
     if not ready():
         return
+    if omp_team.team() is not None:
+        _team_top_k()
     probs = softmax_rows(np.array([[1.0, 0.5], [-np.inf, np.nan]], dtype=np.float32),
                          np.ones(2), np.full(2, 2))  # fmt: skip
     cdf, kept = filter_rows(probs, np.zeros(2), np.full(2, 0.9), np.zeros(2, dtype=bool))
@@ -243,9 +248,27 @@ def _kernels() -> tuple[Any, ...] | None:
                 options = {"inline": "always"} if inline else {"nogil": True}
                 globals()[name] = numba.njit(cache=True, **options)(helper)
     jit = numba.njit(nogil=True, cache=True)
-    task = numba.cfunc(numba.types.void(numba.types.voidptr), cache=True, error_model="numpy")
     return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), _top_k_blocks,
-            jit(_settle_ties_rows), jit(_softmax_rows), task(_top_k_task))  # fmt: skip
+            jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
+
+
+@cache
+def _team_top_k() -> Any:
+    """:func:`_top_k_task` compiled as a C function for torch's team, or None where it cannot
+    be (then the rows stay on this thread and the helpers: slower, same result)."""
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    try:
+        import numba
+
+        task = numba.cfunc(numba.types.void(numba.types.voidptr), cache=True,
+                           error_model="numpy")  # fmt: skip
+        return task(_top_k_task)
+    except Exception as exc:  # an unexpected numba: keep serving without the team
+        logger.warning("qr_sampler: the top-k stays off torch's threads (%s: %s)",
+                       type(exc).__name__, exc)  # fmt: skip
+        return None
 
 
 # --- the kernels (plain Python here; numba compiles them) --------------------------------------

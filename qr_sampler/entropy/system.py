@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from functools import cache
+from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
 from qr_sampler import omp_team
@@ -23,6 +26,7 @@ PARALLEL_FROM_BYTES = 256 * 1024
 CHUNK_BYTES = 32 * 1024
 
 GetrandomMode = Literal["auto", "syscall"]
+logger = logging.getLogger("qr_sampler")
 
 
 class SystemEntropySource(EntropySource):
@@ -78,10 +82,11 @@ class SystemEntropySource(EntropySource):
         return out
 
     def _on_team(self, team: omp_team.OmpTeam, n: int) -> bytes:
-        """``n`` bytes drawn by torch's OpenMP team, straight into the result."""
-        from qr_sampler.entropy import vdso_team  # numba: only where a team serves
-
-        assert self._vdso is not None
+        """``n`` bytes drawn by torch's OpenMP team, straight into the result; by this thread
+        alone where the team's task cannot be compiled."""
+        vdso_team = _vdso_team()
+        if vdso_team is None or self._vdso is None:
+            return self._alone(n)
         out, address = vdso.writable_bytes(n)
         vdso_team.fill(team, self._vdso, address, n, CHUNK_BYTES)
         return out
@@ -114,7 +119,20 @@ class SystemEntropySource(EntropySource):
 def warm_up_team() -> None:
     """Compile (or load from numba's cache) the team's fill before the first step needs it."""
     if omp_team.team() is not None and vdso.load() is not None:
-        from qr_sampler.entropy import vdso_team  # noqa: F401 - importing compiles it
+        _vdso_team()
+
+
+@cache
+def _vdso_team() -> ModuleType | None:
+    """:mod:`qr_sampler.entropy.vdso_team` (importing it compiles its task), or None where
+    numba cannot compile it: then the engine's thread draws alone."""
+    try:
+        from qr_sampler.entropy import vdso_team
+    except Exception as exc:  # an unexpected numba: keep serving without the team
+        logger.warning("qr_sampler: system bytes stay off torch's threads (%s: %s)",
+                       type(exc).__name__, exc)  # fmt: skip
+        return None
+    return vdso_team
 
 
 def system_backend(getrandom: GetrandomMode) -> str:

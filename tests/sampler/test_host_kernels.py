@@ -127,11 +127,8 @@ def test_a_real_step_compiles_nothing_after_the_engine_warmed_up() -> None:
     from qr_sampler.settings import settings_from_mapping
 
     step = EngineStep(settings_from_mapping({"QR_LOG_LEVEL": "none", "QR_METRICS_PORT": "0"}))
-    kernels = host_kernels._kernels()
-    assert kernels is not None
-    # The team's task is a C function, compiled when it is made; the others per argument types.
-    dispatchers = [k for k in kernels if hasattr(k, "signatures")]
-    assert len(dispatchers) == len(kernels) - 1
+    dispatchers = host_kernels._kernels()
+    assert dispatchers is not None
     compiled = [len(d.signatures) for d in dispatchers]
     assert all(compiled)
     params = [SamplingConfig(top_k=50, top_p=0.9), SamplingConfig(top_k=0, min_p=0.05),

@@ -202,3 +202,43 @@ def test_the_host_top_k_hands_its_rows_to_the_team(monkeypatch: pytest.MonkeyPat
     assert len(regions) == 1
     assert np.array_equal(on_team[1], alone[1]) and np.array_equal(on_team[0], alone[0])
     assert np.array_equal(on_team[1], np.argsort(-logits, axis=1, kind="stable")[:, :50])
+
+
+def test_a_task_numba_cannot_compile_leaves_the_work_on_the_engine_thread(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another numba that cannot compile a team task must not stop the engine: a warning, and
+    the work stays where it was before the team (same results)."""
+    import numba
+
+    from qr_sampler import host_kernels
+    from qr_sampler.entropy import system
+
+    if not host_kernels.ready():
+        pytest.skip("the host kernels are off")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise numba.core.errors.TypingError("no such intrinsic here")
+
+    monkeypatch.setattr(numba, "cfunc", refuse)
+    monkeypatch.setattr(host_kernels, "_team_top_k", host_kernels._team_top_k.__wrapped__)
+    logits = np.random.default_rng(8).normal(size=(4, 6400)).astype(np.float32)
+    maxima = logits.reshape(4, -1, 64).max(axis=2)
+    with caplog.at_level("WARNING", logger="qr_sampler"):
+        _, ids = host_kernels.top_k(logits, maxima, 64, 20)
+    assert np.array_equal(ids, np.argsort(-logits, axis=1, kind="stable")[:, :20])
+    assert "top-k stays off torch's threads" in caplog.text
+
+    import sys
+
+    caplog.clear()
+    monkeypatch.setitem(sys.modules, "qr_sampler.entropy.vdso_team", None)  # import fails
+    monkeypatch.delattr(sys.modules["qr_sampler.entropy"], "vdso_team", raising=False)
+    with caplog.at_level("WARNING", logger="qr_sampler"):
+        assert system._vdso_team.__wrapped__() is None
+    assert "system bytes stay off torch's threads" in caplog.text
+    monkeypatch.setattr(system, "_vdso_team", lambda: None)
+    source = SystemEntropySource(threads=2)
+    with omp_team.engine_thread():
+        assert len(source.get_random_bytes(2 * PARALLEL_FROM_BYTES)) == 2 * PARALLEL_FROM_BYTES
+    source.close()
