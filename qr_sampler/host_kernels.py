@@ -11,8 +11,9 @@ pass over the logits (both OpenMP threads; the pass is bound by memory). Then, p
 
 This replaces two ``topk`` and two gathers of the tensor path. A row with a NaN or with more
 candidates than the buffer (heavy ties) takes :func:`_k_best`, one pass against a running
-threshold. Small vocabularies keep torch's ``topk``, and :func:`settle_ties` puts its result
-in the same order.
+threshold. Vocabularies too small for block pruning take :func:`direct_top_k`: one pass bins
+each token by the top bits of its order, and only the tokens of the top bins are sorted.
+Both run their rows on torch's OpenMP team (:mod:`qr_sampler.omp_team`) where there is one.
 
 **The order**, on every path and device (``selection.order_keys`` on tensors): larger value
 first, NaN (either sign) first of all, equal values (−0 = +0) by the lower token id.
@@ -82,15 +83,7 @@ def top_k(
     values = np.empty((rows, k), dtype=np.float32)
     ids = np.empty((rows, k), dtype=np.int64)
     block_max = np.ascontiguousarray(block_max)
-    team = omp_team.team() if rows > 1 and logits.flags.c_contiguous else None
-    task = _team_top_k() if team is not None else None
-    if team is not None and task is not None:
-        # Rows taken in turn by the team's threads: the cores torch's workers hold anyway.
-        params = np.zeros(_TASK_SLOTS, dtype=np.int64)
-        params[:_T_NEXT] = (logits.ctypes.data, rows, logits.shape[1], block_max.ctypes.data,
-                            block_max.shape[1], block, k, values.ctypes.data, ids.ctypes.data,
-                            max(1, rows // (4 * team.threads)))  # fmt: skip
-        team.run(task.address, params)
+    if _on_team(logits, block_max, block, k, values, ids):
         return values, ids
     if rows < SPLIT_FROM_ROWS:
         kernels[3](logits, block_max, block, k, values, ids, 0, rows)
@@ -107,14 +100,37 @@ def top_k(
     return values, ids
 
 
-def settle_ties(logits: np.ndarray, values: np.ndarray, ids: np.ndarray) -> None:
-    """Put a plain top-k of ``logits`` (float32 [R, V], rows contiguous; ``values`` float32
-    and ``ids`` int64 [R, k] from ``topk``, NaN first) in the module's order, in place: equal
-    values by the lower id. A row with more tokens equal to its k-th value than the top-k took
-    (which of them ``topk`` took is unspecified) is redone exactly."""
+def direct_top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest of all tokens of each row of ``logits`` (float32 [R, V], C-contiguous,
+    1 ≤ k ≤ V), in the module's order, as :func:`top_k` returns them: for vocabularies too
+    small for block pruning (:func:`_direct_rows`). On torch's team where there is one."""
     kernels = _kernels()
     assert kernels is not None
-    kernels[4](logits, values, ids)
+    rows = logits.shape[0]
+    values = np.empty((rows, k), dtype=np.float32)
+    ids = np.empty((rows, k), dtype=np.int64)
+    if not _on_team(logits, None, 0, k, values, ids):
+        kernels[4](logits, k, values, ids, 0, rows)
+    return values, ids
+
+
+def _on_team(logits: np.ndarray, block_max: np.ndarray | None, block: int, k: int,
+             values: np.ndarray, ids: np.ndarray) -> bool:  # fmt: skip
+    """Run a top-k's rows on torch's team (:func:`_rows_task`): the block kernel from
+    ``block_max``, or with None the direct one. False where there is no team to run them."""
+    rows = logits.shape[0]
+    team = omp_team.team() if rows > 1 and logits.flags.c_contiguous else None
+    task = _team_task() if team is not None else None
+    if team is None or task is None:
+        return False
+    params = np.zeros(_TASK_SLOTS, dtype=np.int64)
+    params[:_T_NEXT] = (logits.ctypes.data, rows, logits.shape[1],
+                        0 if block_max is None else block_max.ctypes.data,
+                        0 if block_max is None else block_max.shape[1], block, k,
+                        values.ctypes.data, ids.ctypes.data,
+                        max(1, rows // (4 * team.threads)), block_max is None)  # fmt: skip
+    team.run(task.address, params)
+    return True
 
 
 def softmax_rows(values: np.ndarray, inv_temperature: np.ndarray, row_k: np.ndarray) -> np.ndarray:
@@ -191,16 +207,16 @@ def warm_up() -> None:
     if not ready():
         return
     if omp_team.team() is not None:
-        _team_top_k()
+        _team_task()
     probs = softmax_rows(np.array([[1.0, 0.5], [-np.inf, np.nan]], dtype=np.float32),
                          np.ones(2), np.full(2, 2))  # fmt: skip
     cdf, kept = filter_rows(probs, np.zeros(2), np.full(2, 0.9), np.zeros(2, dtype=bool))
     for token_ids in (np.zeros((2, 2), np.int64), np.zeros((2, 3), np.int64)[:, :2]):
         choose(cdf, kept, token_ids, probs, np.array([2.0, np.nan]), np.ones(2))
     row = np.array([[1.0, np.nan, -np.inf, 0.5]], dtype=np.float32)
-    values, ids = top_k(row, np.array([[np.nan, 0.5]], dtype=np.float32), 2, 1)
+    top_k(row, np.array([[np.nan, 0.5]], dtype=np.float32), 2, 1)
     top_k(row, np.array([[1.0, 0.5]], dtype=np.float32), 2, 1)
-    settle_ties(row, values, ids)
+    direct_top_k(row, 2)
     population = np.full(2, 127.5), np.full(2, 73.9), np.full(2, 1e-10)
     # Bytes arrive read-only (np.frombuffer over bytes): numba types those apart.
     amplify_rows(np.frombuffer(b"abc", np.uint8), np.array([1, 2], np.int64), *population)
@@ -219,7 +235,7 @@ _compile_lock = threading.Lock()
 #: The kernels' helpers (name, inlined), compiled before the kernels that call them.
 _HELPERS = (("_any_above", True), ("_order_key", True),
             ("_k_best", False), ("_scan_row", False), ("_block_candidates", False),
-            ("_emit", False), ("_top_k_blocks", False))  # fmt: skip
+            ("_emit", False), ("_top_k_blocks", False), ("_direct_rows", False))  # fmt: skip
 #: numba's carray and :mod:`qr_sampler.numba_ext`'s intrinsics, which the team's task calls:
 #: set when the kernels compile (numba is optional).
 _carray: Any = None
@@ -249,12 +265,12 @@ def _kernels() -> tuple[Any, ...] | None:
                 globals()[name] = numba.njit(cache=True, **options)(helper)
     jit = numba.njit(nogil=True, cache=True)
     return (jit(_filter_rows), jit(_choose_rows), jit(_amplify_rows), _top_k_blocks,
-            jit(_settle_ties_rows), jit(_softmax_rows))  # fmt: skip
+            _direct_rows, jit(_softmax_rows))  # fmt: skip
 
 
 @cache
-def _team_top_k() -> Any:
-    """:func:`_top_k_task` compiled as a C function for torch's team, or None where it cannot
+def _team_task() -> Any:
+    """:func:`_rows_task` compiled as a C function for torch's team, or None where it cannot
     be (then the rows stay on this thread and the helpers: slower, same result)."""
     kernels = _kernels()
     if kernels is None:
@@ -264,7 +280,7 @@ def _team_top_k() -> Any:
 
         task = numba.cfunc(numba.types.void(numba.types.voidptr), cache=True,
                            error_model="numpy")  # fmt: skip
-        return task(_top_k_task)
+        return task(_rows_task)
     except Exception as exc:  # an unexpected numba: keep serving without the team
         logger.warning("qr_sampler: the top-k stays off torch's threads (%s: %s)",
                        type(exc).__name__, exc)  # fmt: skip
@@ -276,24 +292,60 @@ def _team_top_k() -> Any:
 
 # Slots of the team task's int64 parameters.
 _T_LOGITS, _T_ROWS, _T_VOCAB, _T_MAXIMA, _T_BLOCKS, _T_WIDTH, _T_K, _T_VALUES = range(8)
-_T_IDS, _T_CHUNK, _T_NEXT = range(8, 11)
-_TASK_SLOTS = 11
+_T_IDS, _T_CHUNK, _T_DIRECT, _T_NEXT = range(8, 12)
+_TASK_SLOTS = 12
 
 
-def _top_k_task(data: Any) -> None:
-    """:func:`_top_k_blocks` on a team's thread (a C callback): chunks of rows in turn."""
+def _rows_task(data: Any) -> None:
+    """A top-k's rows on a team's thread (a C callback), in chunks taken in turn: by
+    :func:`_top_k_blocks`, or with ``_T_DIRECT`` set by :func:`_direct_rows`."""
     p = _carray(data, _TASK_SLOTS, np.int64)
-    rows, k = p[_T_ROWS], p[_T_K]
+    rows, k, chunk = p[_T_ROWS], p[_T_K], p[_T_CHUNK]
     logits = _carray(_pointer(p[_T_LOGITS]), (rows, p[_T_VOCAB]), np.float32)
-    maxima = _carray(_pointer(p[_T_MAXIMA]), (rows, p[_T_BLOCKS]), np.float32)
     values = _carray(_pointer(p[_T_VALUES]), (rows, k), np.float32)
     ids = _carray(_pointer(p[_T_IDS]), (rows, k), np.int64)
+    direct = p[_T_DIRECT] != 0
+    maxima = _carray(_pointer(p[_T_MAXIMA]), (0 if direct else rows, p[_T_BLOCKS]), np.float32)
     while True:
-        start = _take_next(data, _T_NEXT) * p[_T_CHUNK]
+        start = _take_next(data, _T_NEXT) * chunk
         if start >= rows:
             return
-        _top_k_blocks(logits, maxima, p[_T_WIDTH], k, values, ids, start,
-                      min(start + p[_T_CHUNK], rows))  # fmt: skip
+        stop = min(start + chunk, rows)
+        if direct:
+            _direct_rows(logits, k, values, ids, start, stop)
+        else:
+            _top_k_blocks(logits, maxima, p[_T_WIDTH], k, values, ids, start, stop)
+
+
+def _direct_rows(logits: Any, k: Any, values: Any, ids: Any, start: Any, stop: Any) -> None:
+    """The k best of every token, rows ``start``..``stop``: one pass puts each token in one of
+    2,048 bins by the top 11 bits of its order (quarter-octave bins) and counts them; the bins
+    from the top down to the one that holds the k-th best hold every token of the k best, so
+    only those are keyed and sorted (at vocabulary 1,024 and k 50 typically a hundred or two;
+    a row of heavy ties keys more, bounded by the row)."""
+    vocab = logits.shape[1]
+    counts = np.empty(2048, dtype=np.int32)
+    bins = np.empty(vocab, dtype=np.int16)
+    keys = np.empty(vocab, dtype=np.int64)
+    for r in range(start, stop):
+        row = logits[r]
+        bits = row.view(np.int32)
+        counts[:] = 0
+        for j in range(vocab):
+            b = (_order_key(bits[j], 0, 1) >> 53) + 1024  # the key's top 11 bits, 0..2047
+            bins[j] = b
+            counts[b] += 1
+        lowest = 2047
+        total = counts[lowest]
+        while total < k:
+            lowest -= 1
+            total += counts[lowest]
+        n = 0
+        for j in range(vocab):
+            if bins[j] >= lowest:
+                keys[n] = _order_key(bits[j], j, vocab)
+                n += 1
+        _emit(row, keys, n, k, values[r], ids[r])
 
 
 def _top_k_blocks(logits: Any, block_max: Any, width: Any, k: Any, values: Any, ids: Any,
@@ -394,6 +446,9 @@ def _emit(row: Any, keys: Any, n: Any, k: Any, values: Any, ids: Any) -> None:
     """The k best of the ``n`` candidates' keys into ``values``/``ids``, completed with the
     row's -inf tokens, lowest ids first, when fewer than k are finite."""
     vocab = len(row)
+    if n > 4 * k:  # many candidates (ties, or a direct top-k): the k best first
+        keys[:k] = np.partition(keys[:n], n - k)[n - k :]
+        n = k
     ordered = np.sort(keys[:n])
     found = min(k, n)
     for i in range(found):
@@ -407,42 +462,6 @@ def _emit(row: Any, keys: Any, n: Any, k: Any, values: Any, ids: Any) -> None:
         ids[i] = j
         values[i] = row[j]
         j += 1
-
-
-def _settle_ties_rows(logits: Any, values: Any, ids: Any) -> None:
-    vocab = logits.shape[1]
-    k = ids.shape[1]
-    keys = np.empty(k, dtype=np.int64)
-    buffer = np.empty(4 * k + _CHUNK, dtype=np.int64)
-    best = np.empty(k, dtype=np.int64)
-    for r in range(logits.shape[0]):
-        row = logits[r]
-        bits = row.view(np.int32)
-        ordered = True  # no two equal values and no NaN: topk's order is already the order
-        for i in range(k):
-            ordered &= not math.isnan(values[r, i]) and (i == 0 or values[r, i] != values[r, i - 1])
-        if not ordered:
-            for i in range(k):
-                keys[i] = _order_key(bits[ids[r, i]], ids[r, i], vocab)
-            keys.sort()
-            for i in range(k):
-                ids[r, i] = vocab - 1 - (keys[k - 1 - i] & 0xFFFFFFFF)
-                values[r, i] = row[ids[r, i]]
-        last = values[r, k - 1]
-        taken = 0
-        in_row = 0
-        if math.isnan(last):  # NaN ≠ NaN: count the NaNs
-            for i in range(k):
-                taken += math.isnan(values[r, i])
-            for j in range(vocab):
-                in_row += math.isnan(row[j])
-        else:
-            for i in range(k):
-                taken += values[r, i] == last
-            for j in range(vocab):
-                in_row += row[j] == last
-        if in_row != taken:
-            _scan_row(row, k, buffer, best, values[r], ids[r])
 
 
 def _scan_row(row: Any, k: Any, buffer: Any, best: Any, values: Any, ids: Any) -> None:

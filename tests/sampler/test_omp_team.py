@@ -221,7 +221,7 @@ def test_a_task_numba_cannot_compile_leaves_the_work_on_the_engine_thread(
         raise numba.core.errors.TypingError("no such intrinsic here")
 
     monkeypatch.setattr(numba, "cfunc", refuse)
-    monkeypatch.setattr(host_kernels, "_team_top_k", host_kernels._team_top_k.__wrapped__)
+    monkeypatch.setattr(host_kernels, "_team_task", host_kernels._team_task.__wrapped__)
     logits = np.random.default_rng(8).normal(size=(4, 6400)).astype(np.float32)
     maxima = logits.reshape(4, -1, 64).max(axis=2)
     with caplog.at_level("WARNING", logger="qr_sampler"):

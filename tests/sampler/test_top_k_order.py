@@ -123,14 +123,16 @@ def test_winners_at_the_edges_of_blocks(vocab: int) -> None:
     assert ids[0].tolist() == winners
 
 
+@pytest.mark.parametrize("vocab", [20_000, 2_000], ids=["block-pruned", "direct"])
 @pytest.mark.parametrize("team", [True, False], ids=["torch-team", "helper-threads"])
 def test_rows_shared_between_threads_keep_their_order(
-    team: bool, monkeypatch: pytest.MonkeyPatch
+    team: bool, vocab: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows taken in turn by torch's OpenMP team's threads, or without a team (from
-    :data:`host_kernels.SPLIT_FROM_ROWS` rows) by helper threads."""
+    :data:`host_kernels.SPLIT_FROM_ROWS` rows) by helper threads (the block-pruned top-k) or
+    this thread (the direct one)."""
     monkeypatch.setattr(omp_team, "ENABLED", team)
-    stressed = _rows(20_000, np.random.default_rng(3))
+    stressed = _rows(vocab, np.random.default_rng(3))
     rows = np.concatenate([stressed] * (host_kernels.SPLIT_FROM_ROWS // len(stressed) + 1))
     assert len(rows) >= host_kernels.SPLIT_FROM_ROWS
     _, ids = top_candidates(torch.from_numpy(rows), 50)
