@@ -10,7 +10,9 @@ numba-compiled code use them:
 - :func:`call_getrandom` — a call through a function address with getrandom's signature
   (the vDSO's, found at run time, so it cannot be a constant in cached code).
 
-Imported only where numba is installed (the kernels compile lazily).
+Imported only where numba is installed (the kernels compile lazily). numba's on-disk cache of
+a kernel is keyed on its own file only: after changing the code an intrinsic generates, touch
+the files that use it (``host_kernels.py``, ``entropy/vdso_team.py``) so they recompile.
 """
 
 from __future__ import annotations
