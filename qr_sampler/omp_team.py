@@ -75,6 +75,12 @@ def team() -> OmpTeam | None:
     return found
 
 
+def describe() -> str:
+    """For the start-up line: where a CPU step's parallel work goes ("" without a team)."""
+    found = team()
+    return f"CPU work on torch's OpenMP team ({found.threads} threads)" if found else ""
+
+
 @cache
 def _find() -> OmpTeam | None:
     if sys.platform != "linux" or sys.implementation.name != "cpython":

@@ -28,6 +28,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
 
+from qr_sampler import omp_team
 from qr_sampler.engine.distributed import ReplicaLink
 from qr_sampler.engine.runtime import (
     engine_forcing,
@@ -62,7 +63,8 @@ class QRSamplerV1Processor(V1LogitsProcessor):
             model=model_name(vllm_config),
             forcing=forcing,
         )
-        role = ", ".join(part for part in (link.describe(), how) if part)
+        team = omp_team.describe() if self.step.device.type == "cpu" else ""
+        role = ", ".join(part for part in (link.describe(), how, team) if part)
         log_startup("V1 model runner", settings, role)
 
     @classmethod

@@ -289,3 +289,32 @@ def test_a_step_that_fails_after_forcing_hands_vllm_its_own_logits(
     out = processor.apply(logits)
     assert out is logits and torch.equal(out, before)
     assert processor.step.errors == 1
+
+
+@pytest.mark.parametrize("host_kernels", ["true", "false"])
+def test_the_startup_line_says_whether_cpu_work_goes_to_torchs_team(
+    vllm_config: VllmConfig, host_kernels: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator reads from the start-up line whether the step's parallel work runs on
+    torch's OpenMP threads (qr_sampler/omp_team.py); QR_HOST_KERNELS=false turns that off."""
+    from qr_sampler import host_kernels as kernels
+    from qr_sampler import omp_team
+    from qr_sampler.engine import v1
+
+    roles: list[str] = []
+    monkeypatch.setattr(v1, "log_startup", lambda runner, settings, role="": roles.append(role))
+    # The processor sets both from the setting: restored after the test.
+    monkeypatch.setattr(omp_team, "ENABLED", True)
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setenv("QR_HOST_KERNELS", host_kernels)
+    engine_settings.cache_clear()
+    procs = build_logitsprocs(vllm_config, torch.device("cpu"), False, False)
+    (ours,) = [p for p in procs.all if isinstance(p, QRSamplerV1Processor)]
+    ours.step.close()
+    engine_settings.cache_clear()
+    team = omp_team.team()
+    if host_kernels == "true" and torch.get_num_threads() >= 2:
+        assert team is not None
+        assert f"CPU work on torch's OpenMP team ({team.threads} threads)" in roles[0]
+    else:
+        assert "OpenMP" not in roles[0]
