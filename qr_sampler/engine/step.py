@@ -98,7 +98,8 @@ class EngineStep:
             host_kernels.ENABLED = omp_team.ENABLED = settings.host_kernels
             if self.device.type == "cpu":
                 host_kernels.warm_up()  # compile now, not in the first request's step
-                warm_up_team()
+                if settings.entropy_source_type == "system":  # drawn inline, on the team
+                    warm_up_team()
             source = build_entropy_source(settings)
             self.recorder = _recorder(settings, source, self.link, model)
             self.sampler = TokenSampler(
