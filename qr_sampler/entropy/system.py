@@ -75,11 +75,7 @@ class SystemEntropySource(EntropySource):
 
     def _alone(self, n: int) -> bytes:
         """``n`` bytes drawn by the calling thread."""
-        if self._vdso is None:
-            return os.urandom(n)
-        out, address = vdso.writable_bytes(n)
-        self._vdso.fill(address, n)
-        return out
+        return os.urandom(n) if self._vdso is None else self._vdso.read(n)
 
     def _on_team(self, team: omp_team.OmpTeam, n: int) -> bytes:
         """``n`` bytes drawn by torch's OpenMP team, straight into the result; by this thread

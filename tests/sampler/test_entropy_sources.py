@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from qr_sampler import build_entropy_source, load_settings, omp_team
-from qr_sampler.entropy import registry
+from qr_sampler.entropy import registry, vdso
 from qr_sampler.entropy.fallback import FallbackEntropySource
 from qr_sampler.entropy.mock import (
     MAX_ABS_BIAS,
@@ -64,6 +64,11 @@ class _PatternFill:
         if index == self.fail_at:
             raise OSError("the kernel refused")
         ctypes.memset(address, 0x41 + index, n)
+
+    def read(self, n: int) -> bytes:  # as VdsoGetrandom.read: one fill of a new object
+        out, address = vdso.writable_bytes(n)
+        self.fill(address, n)
+        return out
 
 
 def test_parallel_chunks_are_written_in_place_and_tile_the_result() -> None:
